@@ -1,0 +1,26 @@
+# rr-audiocraft: `make demo` (the main job) and `make test`; everything installs itself into .venv/.
+PY := .venv/bin/python
+export PYTHONWARNINGS ?= ignore::UserWarning
+
+.PHONY: install demo test test-stock bench grid-local clean
+
+install:  ## build .venv/ (CPU torch, stock AudioCraft 1.3.0 editable, ffmpeg, this package)
+	bash scripts/install.sh
+
+demo: install  ## the embedded default: miniature Table 1, offline (FULL=1: all nine rows)
+	$(PY) -m rr_audiocraft.demo $(if $(FULL),--full,)
+
+test: install  ## the test suite (CPU; CI runs this)
+	$(PY) -m pytest -q tests
+
+test-stock: install  ## AudioCraft's own unit tests (from its sdist) against this install
+	bash scripts/test_stock.sh
+
+bench: install  ## RR vs stock step cost; writes bench/results/
+	$(PY) -m rr_audiocraft.bench
+
+grid-local: install  ## run a Dora grid without Slurm: make grid-local GRID=rr_ablation_tiny
+	$(PY) -m rr_audiocraft.grid_local $(or $(GRID),rr_ablation_tiny)
+
+clean:
+	rm -rf outputs demo_out .pytest_cache

@@ -1,0 +1,177 @@
+"""RR solvers: stock MusicGen/AudioGen training plus representation regularisation (arXiv 2309.08773).
+
+On a training step where classifier-free guidance (CFG) dropout removed the captions, the loss is
+L_uncond + λ·L_rr (eq. 6): T from the frozen text encoder on the *original* captions (eq. 3), A from
+the LM's last hidden states (eq. 4), L_rr of eq. 5. Cross-attention still gets the nulled condition,
+exactly as stock. Other steps keep the stock loss.
+
+Nothing of the stock step is rewritten: the stock `run_step` calls three hooks in order, and RR lives
+in them.
+  1. `_prepare_tokens_and_attributes`: the stock one draws the CFG dropout; the recording dropout of
+     `RRLMModel` tells whether it dropped and keeps the original captions, which are encoded (no grad)
+     and pooled into T. The LM is told to capture its hidden states for this step.
+  2. `_compute_cross_entropy`: the stock CE; on RR steps, A is pooled from the captured hidden states
+     and λ·L_rr is added to what the stock step back-propagates.
+  3. `run_step` (wrapping the stock one): `ce`/`ppl` are put back to the pure cross-entropy and the
+     RR metrics are added (`rr`, `rr_corr`, `cfg_dropped`).
+With λ = 0 nothing is added to the loss and L_rr is only measured (no grad), so training is exactly
+the stock one.
+"""
+import contextlib
+import math
+import typing as tp
+
+import flashy
+import omegaconf
+import torch
+
+import audiocraft.models.builders as stock_model_builders
+from audiocraft.solvers.audiogen import AudioGenSolver
+from audiocraft.solvers.musicgen import MusicGenSolver
+
+from ..models.builders import get_rr_lm_model
+from ..models.lm import RRLMModel
+from ..modules.text import text_representation
+from ..regularization import (POOLING_MODES, gather_with_grad, masked_pool, rr_loss,
+                              similarity_correlation)
+
+APPLY_ON = ('cfg', 'all')
+
+
+def validate_rr_config(cfg: omegaconf.DictConfig, world_size: int = 1) -> None:
+    """Check the `rr` group before anything is built; one error naming the key and allowed values.
+
+    `cfg.dataset.batch_size` is the per-rank batch, as the solvers receive it from `train.get_solver`.
+    """
+    if not cfg.get('compression_model_checkpoint'):
+        raise ValueError("compression_model_checkpoint is not set: give the compression model the LM is trained "
+                         "on, as //sig/SIG of a compression XP, //pretrained/NAME or a checkpoint path")
+    rr = cfg.get('rr')
+    if rr is None:
+        raise ValueError("RR solver needs an `rr` config group (keys: weight, pooling, apply_on, gather, "
+                         "condition)")
+    if rr.pooling not in POOLING_MODES:
+        raise ValueError(f"rr.pooling={rr.pooling!r} is not supported; allowed values: {list(POOLING_MODES)}")
+    if rr.apply_on not in APPLY_ON:
+        raise ValueError(f"rr.apply_on={rr.apply_on!r} is not supported; allowed values: {list(APPLY_ON)}")
+    weight = rr.weight
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+            or weight < 0:
+        raise ValueError(f"rr.weight={weight!r} must be a finite number >= 0 (0 turns RR off)")
+    if not isinstance(rr.gather, bool):
+        raise ValueError(f"rr.gather={rr.gather!r} must be true or false")
+    conditioners = cfg.get('conditioners') or {}
+    if rr.condition not in conditioners:
+        raise ValueError(f"rr.condition={rr.condition!r} names no conditioner; allowed values: "
+                         f"{sorted(conditioners)}")
+    if weight > 0:
+        per_rank = cfg.dataset.batch_size
+        pairs_batch = per_rank * world_size if rr.gather else per_rank
+        if pairs_batch < 2:
+            raise ValueError(
+                f"rr.weight={weight} needs at least 2 samples per step to form pairs, but dataset.batch_size="
+                f"{per_rank * world_size} over {world_size} rank(s) gives {per_rank} per rank"
+                f"{' and ' + str(pairs_batch) + ' gathered' if rr.gather else ''}; raise dataset.batch_size"
+                f"{'' if rr.gather or world_size == 1 else ', set rr.gather=true'} or set rr.weight=0")
+
+
+@contextlib.contextmanager
+def _rr_lm_builder():
+    """Have the stock `build_model` build an RRLMModel (its only builder call is `get_lm_model`)."""
+    stock = stock_model_builders.get_lm_model
+    stock_model_builders.get_lm_model = get_rr_lm_model
+    try:
+        yield
+    finally:
+        stock_model_builders.get_lm_model = stock
+
+
+class RRSolverMixin:
+    """RR on top of a stock MusicGen-family solver; see the module docstring for the hook order."""
+    def __init__(self, cfg: omegaconf.DictConfig):
+        # Validate before the stock constructor builds models and loads data.
+        validate_rr_config(cfg, flashy.distrib.world_size())
+        self._rr_text: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None
+        self._rr_metrics: tp.Dict[str, torch.Tensor] = {}
+        self._rr_pure_ce: tp.Optional[torch.Tensor] = None
+        super().__init__(cfg)  # type: ignore
+
+    def build_model(self) -> None:
+        with _rr_lm_builder():
+            super().build_model()  # type: ignore
+
+    @property
+    def rr_lm(self) -> RRLMModel:
+        """The RRLMModel, also when FSDP wraps it."""
+        for module in self.model.modules():  # type: ignore
+            if isinstance(module, RRLMModel):
+                return module
+        raise RuntimeError("RR solver: the model is not an RRLMModel")
+
+    def _prepare_tokens_and_attributes(self, batch, check_synchronization_points: bool = False):
+        out = super()._prepare_tokens_and_attributes(batch, check_synchronization_points)  # type: ignore
+        self._rr_text, self._rr_metrics, self._rr_pure_ce = None, {}, None
+        if not self.is_training:  # type: ignore
+            return out
+        lm, rr = self.rr_lm, self.cfg.rr  # type: ignore
+        dropped = bool(lm.cfg_dropout.last_dropped)
+        self._rr_metrics['cfg_dropped'] = torch.tensor(float(dropped))
+        if dropped or rr.apply_on == 'all':
+            captions = [attr.text.get(rr.condition) for attr in lm.cfg_dropout.last_original]
+            conditioner = lm.condition_provider.conditioners[rr.condition]
+            embeddings, mask = text_representation(conditioner, captions)
+            # Empty captions (all-False mask) have no meaning to compare: left out of the pairs.
+            self._rr_text = masked_pool(embeddings, mask, rr.pooling), mask.any(dim=1)
+            lm.capture_hidden = True
+        return out
+
+    def _compute_cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
+        ce, ce_per_codebook = super()._compute_cross_entropy(logits, targets, mask)  # type: ignore
+        if self._rr_text is None:
+            return ce, ce_per_codebook
+        lm, rr = self.rr_lm, self.cfg.rr  # type: ignore
+        hidden = lm.last_hidden
+        lm.capture_hidden, lm.last_hidden = False, None
+        assert hidden is not None, "RRLMModel did not capture hidden states"
+        text, keep = self._rr_text
+        self._rr_text = None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and rr.weight > 0):
+            audio = masked_pool(hidden.states, hidden.mask, rr.pooling)
+            if rr.gather:
+                text, audio = gather_with_grad(text), gather_with_grad(audio)
+                keep = gather_with_grad(keep.float()).bool()
+            if not (torch.isfinite(text).all() and torch.isfinite(audio).all()):
+                which = 'text-encoder outputs (T)' if not torch.isfinite(text).all() else 'LM hidden states (A)'
+                raise RuntimeError(f"RR: non-finite values in the pooled {which} (epoch {self.epoch}); "  # type: ignore
+                                   "stopping before they reach the loss")
+            text, audio = text[keep], audio[keep]
+            if text.shape[0] < 2:
+                return ce, ce_per_codebook  # fewer than 2 non-empty captions: no pair to compare
+            loss_rr = rr_loss(text, audio)
+        self._rr_metrics['rr'] = loss_rr.detach()
+        corr = similarity_correlation(text, audio)
+        if corr is not None:
+            self._rr_metrics['rr_corr'] = corr
+        if rr.weight == 0:
+            return ce, ce_per_codebook
+        self._rr_pure_ce = ce.detach()
+        return ce + rr.weight * loss_rr, ce_per_codebook
+
+    def run_step(self, idx: int, batch, metrics: dict) -> dict:
+        metrics = super().run_step(idx, batch, metrics)  # type: ignore
+        if self._rr_pure_ce is not None:
+            # The stock step logged ce + λ·L_rr as `ce`: keep `ce` the pure cross-entropy.
+            metrics['ce'] = self._rr_pure_ce
+            metrics['ppl'] = torch.exp(self._rr_pure_ce)
+        metrics.update(self._rr_metrics)
+        self._rr_metrics, self._rr_pure_ce = {}, None
+        self.rr_lm.capture_hidden = False
+        return metrics
+
+
+class RRMusicGenSolver(RRSolverMixin, MusicGenSolver):
+    """MusicGen training (arXiv 2306.05284) with RR."""
+
+
+class RRAudioGenSolver(RRSolverMixin, AudioGenSolver):
+    """AudioGen training (AudioCraft's re-implementation of arXiv 2209.15352) with RR."""

@@ -1,0 +1,84 @@
+"""Dora/Hydra entry point: `dora -P rr_audiocraft run solver=rr_audiogen/tiny ...`.
+
+The primary config `config/train.yaml` holds only what RR adds; AudioCraft's own config tree (outside
+its package, beside it in the editable install) is put on Hydra's search path by the plugin below, so
+`solver=rr_audiogen/audiogen_300m` can build on `/solver/audiogen/default` without copying it.
+"""
+import logging
+import os
+import typing as tp
+from pathlib import Path
+
+import flashy
+import omegaconf
+from dora import hydra_main
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+import audiocraft
+from audiocraft import train as stock_train
+from audiocraft.environment import AudioCraftEnvironment
+from audiocraft.utils.cluster import get_slurm_parameters
+
+from .checkpoint import allow_audiocraft_checkpoints
+
+logger = logging.getLogger(__name__)
+STOCK_CONFIG_DIR = Path(audiocraft.__file__).resolve().parents[1] / 'config'
+
+
+class AudioCraftConfigSearchPath(SearchPathPlugin):
+    """Appends AudioCraft's config tree after ours, so ours can add files and compose the stock ones."""
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        if not (STOCK_CONFIG_DIR / 'config.yaml').exists():
+            raise RuntimeError(f"AudioCraft's config tree is missing at {STOCK_CONFIG_DIR}: install AudioCraft "
+                               "editable from its sdist (`make install` does)")
+        search_path.append('audiocraft', f'file://{STOCK_CONFIG_DIR}')
+
+
+Plugins.instance().register(AudioCraftConfigSearchPath)
+allow_audiocraft_checkpoints()
+
+
+def get_solver(cfg: omegaconf.DictConfig):
+    """Build the solver named by `cfg.solver`: ours for `rr_*`, AudioCraft's for the rest."""
+    from .solvers import RR_SOLVERS
+    if cfg.solver not in RR_SOLVERS:
+        return stock_train.get_solver(cfg)
+    world_size = flashy.distrib.world_size()
+    # Same contract as stock: configs give global batch sizes, solvers get per-rank ones.
+    for node in [cfg.dataset] + [cfg.dataset[s] for s in ('train', 'valid', 'evaluate', 'generate')
+                                 if s in cfg.dataset and 'batch_size' in cfg.dataset[s]]:
+        if node.batch_size % world_size != 0:
+            raise ValueError(f"dataset batch_size={node.batch_size} is not divisible by the world size "
+                             f"{world_size}")
+        node.batch_size //= world_size
+    stock_train.resolve_config_dset_paths(cfg)
+    return RR_SOLVERS[cfg.solver](cfg)
+
+
+@hydra_main(config_path='../config', config_name='train', version_base='1.1')
+def main(cfg: omegaconf.DictConfig) -> tp.Any:
+    stock_train.init_seed_and_system(cfg)
+    log_name = '%s.log.{rank}' % cfg.execute_only if cfg.execute_only else 'solver.log.{rank}'
+    flashy.setup_logging(level=str(cfg.logging.level).upper(), log_name=log_name)
+    flashy.distrib.init()
+    solver = get_solver(cfg)
+    if cfg.show:
+        solver.show()
+        return None
+    if cfg.execute_only:
+        if not (cfg.execute_inplace or cfg.continue_from is not None):
+            raise ValueError("execute_only needs continue_from=<sig or path> or execute_inplace=true")
+        solver.restore(replay_metrics=False)
+        solver.run_one_stage(cfg.execute_only)
+        return None
+    return solver.run()
+
+
+main.dora.dir = AudioCraftEnvironment.get_dora_dir()
+main.dora.grid_package = 'dora_grids'
+main._base_cfg.slurm = get_slurm_parameters(main._base_cfg.slurm)
+
+if __name__ == '__main__':
+    main()
