@@ -1,0 +1,34 @@
+"""The real entry point: `dora -P rr_audiocraft run` of tiny XPs, checked through their artefacts."""
+import json
+import math
+
+import pytest
+
+from conftest import datasource_overrides, run_dora, run_xp, xp_dir
+
+
+@pytest.mark.parametrize('solver', ['rr_audiogen/tiny', 'rr_musicgen/tiny'])
+def test_dora_run_trains_with_rr_and_leaves_checkpoint_and_history(tiny_data, tiny_compression_sig, solver):
+    sig = run_xp(f'solver={solver}', f'compression_model_checkpoint=//sig/{tiny_compression_sig}',
+                 # p = 0.5 so that both kinds of steps occur in 20 updates (the draw is seeded).
+                 'classifier_free_guidance.training_dropout=0.5', *datasource_overrides(tiny_data))
+    folder = xp_dir(sig)
+    history = json.loads((folder / 'history.json').read_text())
+    assert len(history) == 2  # two epochs
+    for epoch in history:
+        train, valid = epoch['train'], epoch['valid']
+        assert 0 < train['cfg_dropped'] < 1
+        assert math.isfinite(train['rr']) and train['rr'] > 0
+        assert -1 <= train['rr_corr'] <= 1
+        assert math.isfinite(train['ce']) and math.isfinite(valid['ce'])
+        assert 'rr' not in valid  # RR is a training loss only
+    # Generated samples from the last-epoch generate stage exist (the stock stage ran on our model).
+    assert any((folder / 'samples').rglob('*.wav'))
+
+
+def test_dora_run_rejects_bad_rr_settings_at_start_up(tiny_data, tiny_compression_sig):
+    proc = run_dora('run', 'solver=rr_audiogen/tiny', f'compression_model_checkpoint=//sig/{tiny_compression_sig}',
+                    'rr.pooling=median', *datasource_overrides(tiny_data), check=False, timeout=300)
+    assert proc.returncode != 0
+    assert "rr.pooling='median' is not supported; allowed values: ['max', 'average']" in proc.stderr
+    assert 'Train |' not in proc.stderr  # no training step ran

@@ -1,0 +1,192 @@
+"""RRLMModel and the RR solvers, in process, on the tiny configs (real AudioCraft, real EnCodec XP)."""
+import random
+import typing as tp
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import datasource_overrides
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_solver(overrides: tp.List[str], solver_name: tp.Optional[str] = None):
+    """Compose the config as `dora run` would and build the solver it names, seeded as train.py seeds.
+
+    `solver_name` replaces the config's `solver` key (on the command line `solver=` picks the group).
+    """
+    from rr_audiocraft.train import get_solver, main
+    xp = main.get_xp(overrides)
+    if solver_name is not None:
+        xp.cfg.solver = solver_name
+    _seed(xp.cfg.seed)
+    with xp.enter():
+        return get_solver(xp.cfg)
+
+
+def run_train_epoch(solver) -> dict:
+    return solver.run_stage('train', solver.train)
+
+
+@pytest.fixture(scope='module')
+def base_overrides(tiny_data, tiny_compression_sig) -> tp.List[str]:
+    return ['solver=rr_audiogen/tiny', f'compression_model_checkpoint=//sig/{tiny_compression_sig}',
+            'optim.updates_per_epoch=3', *datasource_overrides(tiny_data)]
+
+
+def test_rr_lm_is_a_stock_lm_with_the_same_parameters(base_overrides):
+    from audiocraft.models.builders import get_lm_model
+    from rr_audiocraft.models import RRLMModel, get_rr_lm_model
+    from rr_audiocraft.train import main
+    cfg = main.get_xp(base_overrides + ['conditioner=rr_lut']).cfg
+    _seed(0)
+    stock = get_lm_model(cfg)
+    _seed(0)
+    ours = get_rr_lm_model(cfg)
+    assert isinstance(ours, RRLMModel) and type(stock).__name__ == 'LMModel'
+    stock_state, our_state = stock.state_dict(), ours.state_dict()
+    assert list(stock_state) == list(our_state)
+    assert all(torch.equal(stock_state[k], our_state[k]) for k in stock_state)
+
+
+def test_hidden_states_are_the_heads_input_with_the_delay_pattern_mask(base_overrides):
+    from rr_audiocraft.models import get_rr_lm_model
+    from rr_audiocraft.train import main
+    cfg = main.get_xp(base_overrides).cfg
+    lm = get_rr_lm_model(cfg).eval()
+    B, K, T = 2, lm.num_codebooks, 10
+    codes = torch.randint(0, lm.card, (B, K, T))
+    codes[1, :, 4:] = lm.special_token_id  # sample 1: only its first 4 frames are real
+    conditions = lm.condition_provider(lm.condition_provider.tokenize(
+        [_attributes('a bell rings twice'), _attributes('a dog barks')]))
+    lm.capture_hidden = True
+    with torch.no_grad():
+        output = lm.compute_predictions(codes, [], conditions)
+    hidden = lm.last_hidden
+    # Delay pattern [0, 1, 2, 3], valid steps only: a leading special step, then steps 1 .. T.
+    S = T + 1
+    assert hidden.states.shape == (B, S, lm.dim)
+    # The output at pattern step s predicts the codes at step s + 1, so the last step predicts nothing.
+    assert hidden.mask[0].tolist() == [True] * T + [False]
+    # Frame t of codebook k sits at step t + k + 1: real frames 0..3 reach step 3 + 3 + 1 = 7 at most.
+    assert hidden.mask[1].tolist() == [True] * 7 + [False] * (S - 7)
+    # The captured states are exactly what the heads read: re-applying the heads gives the logits.
+    pattern = lm.pattern_provider.get_pattern(T)
+    logits = torch.stack([head(hidden.states) for head in lm.linears], dim=1).permute(0, 3, 1, 2)
+    reverted, _, _ = pattern.revert_pattern_logits(logits, float('nan'), keep_only_valid_steps=True)
+    valid = output.mask
+    assert torch.allclose(reverted.permute(0, 2, 3, 1)[valid], output.logits[valid], atol=1e-5)
+
+
+def _attributes(caption: str):
+    from audiocraft.modules.conditioners import ConditioningAttributes
+    return ConditioningAttributes(text={'description': caption})
+
+
+def test_rr_gradients_reach_the_lm_and_not_the_frozen_text_encoder(base_overrides):
+    from rr_audiocraft.models import get_rr_lm_model
+    from rr_audiocraft.modules import text_representation
+    from rr_audiocraft.regularization import masked_pool, rr_loss
+    from rr_audiocraft.train import main
+    cfg = main.get_xp(base_overrides).cfg
+    lm = get_rr_lm_model(cfg).train()
+    captions = ['a bell rings twice', 'a dog barks', 'a low hum while a whistle glides', '']
+    conditioner = lm.condition_provider.conditioners['description']
+    encoder = conditioner.encoder
+    text, text_mask = text_representation(conditioner, captions)
+    assert not text.requires_grad and text.shape[-1] == 384  # all-MiniLM-L6-v2 width, before projection
+    assert text_mask[3].sum() == 0  # the empty caption has no valid token
+    nulled = lm.condition_provider(lm.condition_provider.tokenize([_attributes('')] * 4))
+    codes = torch.randint(0, lm.card, (4, lm.num_codebooks, 12))
+    lm.capture_hidden = True
+    lm.compute_predictions(codes, [], nulled)
+    hidden = lm.last_hidden
+    keep = text_mask.any(dim=1)
+    loss = rr_loss(masked_pool(text, text_mask, 'max')[keep], masked_pool(hidden.states, hidden.mask, 'max')[keep])
+    loss.backward()
+    assert loss.item() > 0
+    grads = [p.grad for p in lm.transformer.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(not p.requires_grad and p.grad is None for p in encoder.parameters())
+    assert not any(n.startswith('condition_provider.conditioners.description.encoder') for n in lm.state_dict())
+
+
+@pytest.mark.parametrize('p_drop, expect_rr', [(1.0, True), (0.0, False)])
+def test_rr_is_applied_on_cfg_dropped_steps_only(base_overrides, p_drop, expect_rr):
+    solver = build_solver(base_overrides + [f'classifier_free_guidance.training_dropout={p_drop}'])
+    metrics = run_train_epoch(solver)
+    assert metrics['cfg_dropped'] == p_drop
+    assert ('rr' in metrics) == expect_rr
+    assert ('rr_corr' in metrics) == expect_rr
+    if expect_rr:
+        assert np.isfinite(metrics['rr']) and metrics['rr'] > 0
+    assert np.isfinite(metrics['ce'])
+
+
+def test_apply_on_all_applies_rr_on_every_step(base_overrides):
+    solver = build_solver(base_overrides + ['classifier_free_guidance.training_dropout=0', 'rr.apply_on=all'])
+    metrics = run_train_epoch(solver)
+    assert metrics['cfg_dropped'] == 0 and np.isfinite(metrics['rr'])
+
+
+def test_logged_ce_is_the_pure_cross_entropy(base_overrides):
+    """With λ > 0 the optimised loss is ce + λ·rr, but `ce` must stay the cross-entropy alone."""
+    common = base_overrides + ['conditioner=rr_lut', 'classifier_free_guidance.training_dropout=1.0',
+                               'optim.updates_per_epoch=1']
+    with_rr = run_train_epoch(build_solver(common + ['rr.weight=3']))
+    without = run_train_epoch(build_solver(common + ['rr.weight=0']))
+    # One step from identical initial weights and batch: the first-step ce cannot depend on λ.
+    assert with_rr['ce'] == pytest.approx(without['ce'], rel=1e-6)
+    assert with_rr['rr'] == pytest.approx(without['rr'], rel=1e-5)
+
+
+def test_weight_zero_trains_exactly_like_the_stock_solver(base_overrides):
+    common = base_overrides + ['conditioner=rr_lut', 'classifier_free_guidance.training_dropout=0.5',
+                               'optim.updates_per_epoch=4']
+    # Each solver is seeded, built and trained in turn, as one `dora run` would do it.
+    stock = build_solver(common, solver_name='audiogen')
+    stock_metrics = run_train_epoch(stock)
+    ours = build_solver(common + ['rr.weight=0'])
+    our_metrics = run_train_epoch(ours)
+    assert type(stock).__name__ == 'AudioGenSolver' and type(ours).__name__ == 'RRAudioGenSolver'
+    assert our_metrics['ce'] == stock_metrics['ce']
+    assert our_metrics['grad_norm'] == stock_metrics['grad_norm']
+    assert 'rr' in our_metrics  # RR was measured on the dropped steps, without touching training
+    stock_state, our_state = stock.model.state_dict(), ours.model.state_dict()
+    assert list(stock_state) == list(our_state)
+    assert all(torch.equal(stock_state[k], our_state[k]) for k in stock_state)
+
+
+@pytest.mark.parametrize('override, message', [
+    ('rr.pooling=mean', "rr.pooling='mean' is not supported; allowed values: ['max', 'average']"),
+    ('rr.weight=-1', "rr.weight=-1 must be a finite number >= 0"),
+    ('rr.apply_on=never', "rr.apply_on='never' is not supported; allowed values: ['cfg', 'all']"),
+    ('dataset.batch_size=1', "rr.weight=3.0 needs at least 2 samples per step"),
+    ('rr.condition=lyrics', "rr.condition='lyrics' names no conditioner; allowed values: ['description']"),
+])
+def test_bad_rr_settings_fail_before_anything_is_built(base_overrides, override, message, monkeypatch):
+    from audiocraft.solvers.musicgen import MusicGenSolver
+
+    def must_not_build(self):
+        raise AssertionError('the model was built before the RR settings were checked')
+    monkeypatch.setattr(MusicGenSolver, 'build_model', must_not_build)
+    with pytest.raises(ValueError) as error:
+        build_solver(base_overrides + [override])
+    assert message in str(error.value)
+
+
+def test_batch_of_one_is_fine_without_rr(base_overrides):
+    from omegaconf import OmegaConf
+    from rr_audiocraft.solvers import validate_rr_config
+    from rr_audiocraft.train import main
+    cfg = main.get_xp(base_overrides + ['dataset.batch_size=1', 'rr.weight=0']).cfg
+    validate_rr_config(cfg, world_size=1)
+    cfg = main.get_xp(base_overrides + ['dataset.batch_size=1', 'rr.gather=true']).cfg
+    validate_rr_config(cfg, world_size=4)  # 4 ranks of 1 sample, gathered: 4 samples form pairs
+    with pytest.raises(ValueError, match='set rr.gather=true'):
+        validate_rr_config(OmegaConf.merge(cfg, {'rr': {'gather': False}}), world_size=4)
