@@ -1,0 +1,214 @@
+"""Dora grids (`dora_grids/`), their explorers, and the no-Slurm runner `rr_audiocraft.grid_local`."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import typing as tp
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, run_dora, xp_dir
+
+ANSI = re.compile(r'\x1b\[[0-9;]*m')
+GRID_LOCAL = [sys.executable, '-m', 'rr_audiocraft.grid_local']
+TINY_ENV = ('RR_TINY_DATA', 'RR_TINY_COMPRESSION', 'RR_TINY_SEEDS', 'RR_TINY_EPOCHS', 'RR_TINY_FULL',
+            'RR_TINY_OVERRIDES')
+# A tiny grid XP shrunk to seconds: 2 updates, one valid/evaluate batch, one short generation.
+SHRINK = ('optim.updates_per_epoch=2 dataset.valid.num_samples=8 dataset.evaluate.num_samples=8 '
+          'dataset.generate.num_samples=1 dataset.generate.batch_size=1 generate.lm.gen_duration=0.5')
+
+
+def explore(name: str) -> tp.Tuple[tp.List[tp.Any], tp.Dict[str, tp.Any]]:
+    """The grid's XPs (Dora sheeps, in order) and their Slurm configs, as `dora grid` builds them."""
+    from dora.explore import Herd, Launcher
+    from dora.shep import Shepherd
+    from rr_audiocraft.grid_local import load_explorer
+    from rr_audiocraft.train import main
+    herd = Herd()
+    load_explorer(main, name)(Launcher(Shepherd(main), main.get_slurm_config(), herd))
+    return list(herd.sheeps.values()), herd.slurm_configs
+
+
+def setting(cfg: tp.Any) -> tp.Tuple[tp.Optional[str], float, float]:
+    """(pooling, CFG ratio, λ) of an XP as Table 1 writes it (None: no RR)."""
+    weight = float(cfg.rr.weight)
+    return (cfg.rr.pooling if weight > 0 else None, float(cfg.classifier_free_guidance.training_dropout), weight)
+
+
+@pytest.fixture
+def tiny_env(monkeypatch):
+    for name in TINY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_dora_grid_rr_ablation_dry_run_lists_table1_as_nine_xps():
+    from dora_grids.rr_ablation import TABLE1
+    from rr_audiocraft.train import main
+    out = ANSI.sub('', run_dora('grid', 'rr_ablation', '--dry_run', '--init', timeout=900).stdout)
+    rows = [line.split('|') for line in out.splitlines() if re.match(r'^\d+\s', line)]
+    assert len(rows) == 9, out
+    sigs = [re.findall(r'\b[0-9a-f]{8}\b', row[0])[-1] for row in rows]
+    assert len(set(sigs)) == 9, out
+    # The explorer's (pool, CFG, λ) columns, in Table 1's order.
+    assert [tuple(row[1].split()) for row in rows] == [(p or '–', f'{c:.2f}', f'{w:.0f}') for p, c, w in TABLE1]
+    for sig in sigs:  # --init registered each XP: `dora run -f SIG` can run it
+        assert (xp_dir(sig) / '.argv.json').is_file()
+    # Row 1 is the recipe itself: `dora run solver=rr_audiogen/audiogen_300m` is the same XP.
+    assert sigs[0] == main.get_xp(['solver=rr_audiogen/audiogen_300m']).sig
+
+
+@pytest.mark.parametrize('name, solver, settings', [
+    ('rr_ablation', 'rr_audiogen', None),
+    ('rr_audiogen', 'rr_audiogen', [(None, 0.1, 0.), ('max', 0.1, 3.)]),
+    ('rr_musicgen', 'rr_musicgen', [(None, 0.1, 0.), ('max', 0.1, 3.)]),
+])
+def test_recipe_grids_have_their_settings_on_16_gpus(name, solver, settings):
+    from dora_grids.rr_ablation import TABLE1
+    sheeps, slurm = explore(name)
+    cfgs = [sheep.xp.cfg for sheep in sheeps]
+    assert [setting(cfg) for cfg in cfgs] == (settings or TABLE1)
+    assert len({sheep.xp.sig for sheep in sheeps}) == len(sheeps)
+    for sheep, cfg in zip(sheeps, cfgs):
+        assert cfg.solver == solver and cfg.fsdp.use and cfg.optim.epochs * cfg.optim.updates_per_epoch == 100_000
+        assert slurm[sheep.xp.sig].gpus == 16
+        assert cfg.dataset.batch_size % slurm[sheep.xp.sig].gpus == 0  # whole per-GPU batches
+
+
+def test_tiny_grid_default_trains_its_compression_then_lambda_0_vs_3_over_three_seeds(tiny_env, tiny_data):
+    tiny_env.setenv('RR_TINY_DATA', str(tiny_data))
+    sheeps, _ = explore('rr_ablation_tiny')
+    compression, lms = sheeps[0].xp, [sheep.xp for sheep in sheeps[1:]]
+    assert compression.cfg.solver == 'compression' and len(lms) == 6
+    assert len({sheep.xp.sig for sheep in sheeps}) == 7
+    for xp in lms:
+        assert xp.cfg.solver == 'rr_audiogen' and xp.cfg.transformer_lm.dim == 64  # the tiny LM
+        assert xp.cfg.compression_model_checkpoint == f'//sig/{compression.sig}'
+        assert xp.cfg.datasource.train == f'{tiny_data.resolve()}/egs/train'
+    assert [(xp.cfg.seed, setting(xp.cfg)) for xp in lms] == [
+        (seed, row) for seed in (0, 1, 2) for row in [(None, 0.1, 0.), ('max', 0.1, 3.)]]
+
+
+def test_tiny_grid_full_mode_and_settings_from_the_environment(tiny_env, tiny_data):
+    from dora_grids.rr_ablation import TABLE1
+    tiny_env.setenv('RR_TINY_DATA', str(tiny_data))
+    tiny_env.setenv('RR_TINY_FULL', '1')
+    tiny_env.setenv('RR_TINY_SEEDS', '5')
+    tiny_env.setenv('RR_TINY_COMPRESSION', 'abcdef12')
+    tiny_env.setenv('RR_TINY_EPOCHS', '7')
+    tiny_env.setenv('RR_TINY_OVERRIDES', 'optim.updates_per_epoch=3')
+    sheeps, _ = explore('rr_ablation_tiny')
+    cfgs = [sheep.xp.cfg for sheep in sheeps]
+    assert [setting(cfg) for cfg in cfgs] == TABLE1  # no compression XP: one was given
+    assert len({sheep.xp.sig for sheep in sheeps}) == 9
+    for cfg in cfgs:
+        assert cfg.compression_model_checkpoint == '//sig/abcdef12'
+        assert (cfg.seed, cfg.optim.epochs, cfg.optim.updates_per_epoch) == (5, 7, 3)
+
+    tiny_env.setenv('RR_TINY_DATA', str(tiny_data / 'missing'))
+    with pytest.raises(FileNotFoundError, match='rr_audiocraft.data.synth'):
+        explore('rr_ablation_tiny')
+
+
+def test_explorer_tables_show_settings_losses_and_evaluation_metrics(tiny_env):
+    """Histories written as the solvers write them: the tiny explorer shows judge metrics from any
+    stage, the recipe explorer AudioCraft's FAD / KL / CLAP from the evaluate stage."""
+    from dora_grids._explorers import RRExplorer
+    from rr_audiocraft.grid_local import format_table, load_explorer, register
+    from rr_audiocraft.train import main
+    tiny_env.setenv('RR_TINY_SEEDS', '11')
+    tiny_env.setenv('RR_TINY_COMPRESSION', '//sig/abcdef12')
+    tiny_env.setenv('RR_TINY_EPOCHS', '1')
+    explorer = load_explorer(main, 'rr_ablation_tiny')
+    sheeps = register(main, explorer, 'rr_ablation_tiny')
+    assert len(sheeps) == 2
+    history = [{'train': {'ce': 2.5, 'rr': 0.125}, 'valid': {'ce': 2.75},
+                'evaluate': {'fad': 3.25, 'kld': 1.5, 'text_consistency': 0.375},
+                'judge': {'source_f1': 0.8125, 'count_acc': 0.5, 'order_acc': 0.25, 'kl': 1.0625, 'fd': 12.5}}]
+    (sheeps[0].xp.folder / 'history.json').write_text(json.dumps(history))
+
+    table = format_table(main, explorer, sheeps)
+    rows = [line for line in table.splitlines() if re.match(r'^\s*\d+\s', line)]
+    assert len(rows) == 2, table
+    done, todo = (re.sub(r'\s+', ' ', row) for row in rows)
+    for cell in ['done', sheeps[0].xp.sig, 'rr_audiogen – 0.10 0 11', '1/1 2.5000 0.1250', '2.7500',
+                 '0.812 0.500 0.250 1.062 12.50']:
+        assert cell in done, (cell, table)
+    assert 'todo' in todo and 'max 0.10 3 11' in todo and '0/1' in todo
+
+    recipe_table = format_table(main, RRExplorer(explorer.explore), sheeps)
+    assert 'FAD' in recipe_table and 'CLAP' in recipe_table
+    assert '3.250 1.500 0.375' in re.sub(r'\s+', ' ', recipe_table)
+
+
+def _processes_running(sig: str) -> tp.List[int]:
+    """Pids of processes whose command line runs XP `sig`."""
+    pids = []
+    for proc in Path('/proc').iterdir():
+        try:
+            cmdline = (proc / 'cmdline').read_bytes().split(b'\0')
+        except (OSError, ValueError):
+            continue
+        if b'-f' in cmdline and sig.encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_grid_local_runs_the_grid_survives_interruption_and_continues(tiny_data, tiny_compression_sig, tmp_path):
+    """Two shrunk tiny XPs: the runner is stopped (SIGTERM) as the second starts; a rerun skips the
+    finished one, runs the other, and prints the explorer table."""
+    env = {**{k: v for k, v in os.environ.items() if k not in TINY_ENV},
+           'RR_TINY_DATA': str(tiny_data), 'RR_TINY_COMPRESSION': tiny_compression_sig, 'RR_TINY_SEEDS': '0',
+           'RR_TINY_EPOCHS': '1', 'RR_TINY_OVERRIDES': SHRINK}
+    cmd = GRID_LOCAL + ['rr_ablation_tiny']
+    with open(tmp_path / 'first.err', 'w') as err:
+        first = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        watchdog = threading.Timer(600, first.kill)
+        watchdog.start()
+        lines: tp.List[str] = []
+        try:
+            assert first.stdout is not None
+            for line in first.stdout:
+                lines.append(line)
+                started = re.search(r'\[2/2\] running ([0-9a-f]{8})', line)
+                if started:  # stop the runner while the second XP's process is alive
+                    deadline = time.time() + 120
+                    while not _processes_running(started.group(1)) and time.time() < deadline:
+                        time.sleep(0.2)
+                    assert _processes_running(started.group(1)), 'the second XP never started'
+                    time.sleep(2)
+                    first.send_signal(signal.SIGTERM)
+                    break
+            returncode = first.wait(timeout=120)
+        finally:
+            watchdog.cancel()
+    output = ''.join(lines)
+    assert returncode == 128 + signal.SIGTERM, output + (tmp_path / 'first.err').read_text()[-3000:]
+    sig1 = re.search(r'\[1/2\] running ([0-9a-f]{8})', output).group(1)
+    sig2 = re.search(r'\[2/2\] running ([0-9a-f]{8})', output).group(1)
+    assert f'[1/2] {sig1} done' in output
+    history1 = xp_dir(sig1) / 'history.json'
+    assert len(json.loads(history1.read_text())) == 1
+    assert not (xp_dir(sig2) / 'history.json').exists()
+    assert 'run -f ' + sig2 in (xp_dir(sig2) / 'grid_local.log').read_text()  # it had started
+    assert _processes_running(sig2) == []  # the interrupted XP was stopped with the runner
+    stamp = history1.stat().st_mtime_ns
+
+    second = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr[-3000:]
+    out = second.stdout
+    assert '2 XPs, 1 finished, 1 to run' in out
+    assert f'running {sig2}' in out and f'running {sig1}' not in out
+    assert history1.stat().st_mtime_ns == stamp  # the finished XP was not touched
+    assert len(json.loads((xp_dir(sig2) / 'history.json').read_text())) == 1
+    rows = {row.split()[2]: re.sub(r'\s+', ' ', row) for row in out.splitlines()
+            if re.match(r'^\s*\d+\s+\w+\s+[0-9a-f]{8}', row)}
+    assert set(rows) == {sig1, sig2}, out
+    assert 'done' in rows[sig1] and 'done' in rows[sig2]
+    assert 'rr_audiogen – 0.10 0 0 | 1/1' in rows[sig1] and 'rr_audiogen max 0.10 3 0 | 1/1' in rows[sig2]
+    print(out)  # the explorer table, for the record (pytest -s)
