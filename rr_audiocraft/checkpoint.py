@@ -11,7 +11,9 @@ weights-only unpickler cannot fill. The name `collections.defaultdict` is mapped
 returns a plain dict, so the cache loads as a dict (only cached custom-resolver results live there).
 """
 import os
+import re
 import typing as tp
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, ListConfig
@@ -49,17 +51,30 @@ def allow_audiocraft_checkpoints() -> None:
 def load_checkpoint(path: tp.Union[str, os.PathLike], map_location: tp.Any = 'cpu') -> tp.Any:
     """`torch.load` with `weights_only=True` and the allow-list; a refused file gets one clear error.
 
+    `weights_only=True` is passed explicitly, so `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` (which only flips
+    the *default*) cannot turn the check off here.
+
     Raises:
-        ValueError: the file pickles an object outside the allow-list (it is not loaded).
+        FileNotFoundError: there is no file at `path`.
+        ValueError: the file pickles an object outside the allow-list (nothing of it is run), or it is
+            not a torch checkpoint at all.
     """
     import pickle
     allow_audiocraft_checkpoints()
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"No checkpoint file at {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = str(exc)
-        marker = 'Unsupported global: GLOBAL '
-        what = detail.split(marker, 1)[1].split()[0] if marker in detail else 'an object'
+        if 'Weights only load failed' not in detail:
+            raise ValueError(f"{path} is not a readable torch checkpoint ({detail.strip()})") from None
+        # torch words it 'Unsupported global: GLOBAL a.b' or 'unsupported GLOBAL a.b whose module ...'.
+        found = re.search(r'GLOBAL ([\w.]+)', detail)
+        what = found.group(1) if found else 'an object'
         raise ValueError(f"Refusing to load checkpoint {path}: it pickles {what}, which is not a tensor nor "
                          "part of an AudioCraft config (allow-list in rr_audiocraft.checkpoint). Only load it "
                          "with weights_only=False if you trust its source.") from None
+    except (RuntimeError, KeyError, EOFError, ValueError, IndexError) as exc:
+        # What torch raises on truncated files, zip archives without data.pkl, or random bytes.
+        raise ValueError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None

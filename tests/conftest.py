@@ -65,8 +65,10 @@ def tiny_compression_sig(tiny_data) -> str:
 
 # Short LM XPs for the model loading / export / generation tests: one short epoch, a single valid batch, and
 # half-second generate-stage samples (turning both sample kinds off trips the stock stage: `rtf` unset).
+# One torch thread: with the 2 cores busy, a tiny XP ran in 25-33 s with 1 thread and 71-92 s with 2
+# (`num_threads` is outside the XP signature).
 SHORT_LM_RUN = ['optim.epochs=1', 'dataset.valid.num_samples=8', 'dataset.evaluate.num_samples=2',
-                'generate.lm.gen_duration=0.5']
+                'generate.lm.gen_duration=0.5', 'num_threads=1']
 
 
 @pytest.fixture(scope='session')

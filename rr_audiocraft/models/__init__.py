@@ -1,5 +1,8 @@
-"""Models: the RR language model and its builders."""
+"""Models: the RR language model, its builders, and generation models that load what RR trains."""
 from .lm import HiddenStates, RRLMModel
 from .builders import get_rr_lm_model
+from .loaders import ModelNotFoundError
+from .audiogen import RRAudioGen
+from .musicgen import RRMusicGen
 
-__all__ = ['HiddenStates', 'RRLMModel', 'get_rr_lm_model']
+__all__ = ['HiddenStates', 'RRLMModel', 'get_rr_lm_model', 'ModelNotFoundError', 'RRAudioGen', 'RRMusicGen']
