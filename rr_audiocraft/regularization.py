@@ -39,7 +39,8 @@ def masked_pool(x: torch.Tensor, mask: torch.Tensor, mode: str = 'max') -> torch
     valid = mask.unsqueeze(-1)  # [B, T, 1]
     has_valid = mask.any(dim=1, keepdim=True)  # [B, 1]
     if mode == 'max':
-        pooled = x.masked_fill(~valid, float('-inf')).amax(dim=1)
+        # `max` keeps only the argmax indices for backward; `amax` would keep a copy of [B, T, D].
+        pooled = x.masked_fill(~valid, float('-inf')).max(dim=1).values
     else:
         count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
         pooled = (x * valid.to(x.dtype)).sum(dim=1) / count
@@ -81,9 +82,9 @@ def rr_loss(text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
     B = text.shape[0]
     if B < 2:
         raise ValueError(f"rr_loss: needs at least 2 samples to form pairs, got B={B}")
-    diff = similarity_matrix(text) - similarity_matrix(audio)
-    # The diagonal of both matrices is 1 (or 0 for zero rows): summing over b != b' only.
-    return _off_diagonal(diff).pow(2).sum() / (B * (B - 1))
+    squared = (similarity_matrix(text) - similarity_matrix(audio)).pow(2)
+    # Pairs b != b' only: the diagonal is taken out (no boolean indexing of a B x B matrix).
+    return (squared.sum() - squared.diagonal().sum()) / (B * (B - 1))
 
 
 def similarity_correlation(text: torch.Tensor, audio: torch.Tensor) -> tp.Optional[torch.Tensor]:

@@ -9,7 +9,9 @@ Nothing of the stock step is rewritten: the stock `run_step` calls three hooks i
 in them.
   1. `_prepare_tokens_and_attributes`: the stock one draws the CFG dropout; the recording dropout of
      `RRLMModel` tells whether it dropped and keeps the original captions, which are encoded (no grad)
-     and pooled into T. The LM is told to capture its hidden states for this step.
+     and pooled into T. The LM is told to capture its hidden states for this step. On dropped steps
+     a frozen encoder skips the nulled captions, whose output is all-masked anyway: one encoder pass
+     per step, as in stock (`_nulled_captions_skip_encoder`; `make bench` measures the cost).
   2. `_compute_cross_entropy`: the stock CE; on RR steps, A is pooled from the captured hidden states
      and λ·L_rr is added to what the stock step back-propagates.
   3. `run_step` (wrapping the stock one): `ce`/`ppl` are put back to the pure cross-entropy and the
@@ -26,12 +28,15 @@ import omegaconf
 import torch
 
 import audiocraft.models.builders as stock_model_builders
+from audiocraft.modules.conditioners import T5Conditioner
 from audiocraft.solvers.audiogen import AudioGenSolver
 from audiocraft.solvers.musicgen import MusicGenSolver
 
+from ..data.validate import validate_datasets
+from ..evaluation import check_evaluation_assets
 from ..models.builders import get_rr_lm_model
 from ..models.lm import RRLMModel
-from ..modules.text import text_representation
+from ..modules.text import HFTextConditioner, text_representation
 from ..regularization import (POOLING_MODES, gather_with_grad, masked_pool, rr_loss,
                               similarity_correlation)
 
@@ -86,19 +91,97 @@ def _rr_lm_builder():
         stock_model_builders.get_lm_model = stock
 
 
+@contextlib.contextmanager
+def _nulled_captions_skip_encoder(lm: RRLMModel, condition: str):
+    """On CFG-dropped steps, give the nulled captions' cross-attention input without a text-encoder pass.
+
+    CFG dropout nulls every caption of the batch; the stock conditioner then runs its text encoder over
+    the empty captions and multiplies the result by their all-zero mask. With a frozen encoder (only
+    `output_proj` trains) that pass cannot matter: `output_proj(zeros) * mask` has the stock values
+    (zeros), shape [B, T, D] and dtype, and `output_proj` still gets its (zero) gradients, so the
+    optimizer does exactly what it does in stock. RR encodes the original captions on these steps anyway
+    (for T), so the step keeps one encoder pass instead of two. T5 and our HF conditioner only: their
+    nulled batch is known to be all-masked, and the mask is `inputs['attention_mask']`.
+    """
+    conditioner = lm.condition_provider.conditioners[condition]
+    projection = {id(p) for p in conditioner.output_proj.parameters()}
+    frozen = all(id(p) in projection for p in conditioner.parameters() if p.requires_grad)
+    if not (isinstance(conditioner, (T5Conditioner, HFTextConditioner)) and frozen):
+        yield
+        return
+
+    def forward(inputs):
+        if not lm.cfg_dropout.last_dropped:  # drawn for this step, before the conditioners run
+            return type(conditioner).forward(conditioner, inputs)
+        mask = inputs['attention_mask']
+        proj = conditioner.output_proj
+        zeros = torch.zeros(*mask.shape, proj.in_features, device=proj.weight.device, dtype=proj.weight.dtype)
+        return proj(zeros) * mask.unsqueeze(-1), mask
+
+    conditioner.forward = forward  # instance attribute: nn.Module.__call__ finds it before the class's
+    try:
+        yield
+    finally:
+        del conditioner.forward
+
+
+def check_finite_rr_inputs(text: torch.Tensor, audio: torch.Tensor, across_ranks: bool, epoch: int) -> None:
+    """Stop with a message naming RR if the pooled T [B, Dt] or A [B, Da] hold NaN or inf.
+
+    With `across_ranks`, the ranks agree first (one all-reduce of 2 flags): a rank that raised alone
+    would leave the others waiting forever in the gradient all-reduce. Gathered T and A (`rr.gather`)
+    are the same on every rank, so there every rank decides alike without it.
+    """
+    bad = torch.stack([~torch.isfinite(text).all(), ~torch.isfinite(audio).all()]).float()
+    if across_ranks:
+        flashy.distrib.all_reduce(bad)
+    if bad.any():
+        which = 'text-encoder outputs (T)' if bad[0] else 'LM hidden states (A)'
+        raise RuntimeError(f"RR: non-finite values in the pooled {which} (epoch {epoch}"
+                           f"{', on some rank' if flashy.distrib.is_distributed() else ''}); "
+                           "stopping before they reach the loss")
+
+
 class RRSolverMixin:
     """RR on top of a stock MusicGen-family solver; see the module docstring for the hook order."""
     def __init__(self, cfg: omegaconf.DictConfig):
         # Validate before the stock constructor builds models and loads data.
         validate_rr_config(cfg, flashy.distrib.world_size())
+        validate_datasets(cfg, self.DATASET_TYPE)  # type: ignore  # manifests + sidecars: one error naming files
+        check_evaluation_assets(cfg)  # FAD/KL/CLAP weight files of enabled metrics, before any training step
         self._rr_text: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None
         self._rr_metrics: tp.Dict[str, torch.Tensor] = {}
         self._rr_pure_ce: tp.Optional[torch.Tensor] = None
         super().__init__(cfg)  # type: ignore
 
     def build_model(self) -> None:
+        def mismatch() -> tp.Optional[str]:
+            # Stock asserts this with a tuple for a message (and not at all under `python -O`): say it once.
+            cfg, compression = self.cfg, getattr(self, 'compression_model', None)  # type: ignore
+            if compression is None:
+                return None
+            wrong = [(key, ours, theirs) for key, ours, theirs in [
+                ('sample_rate', cfg.sample_rate, compression.sample_rate),
+                ('transformer_lm.card', cfg.transformer_lm.card, compression.cardinality),
+                ('transformer_lm.n_q', cfg.transformer_lm.n_q, compression.num_codebooks)] if ours != theirs]
+            if not wrong:
+                return None
+            return (f"LM settings do not match the compression model (compression_model_checkpoint="
+                    f"{cfg.compression_model_checkpoint}): "
+                    + '; '.join(f"{key}={ours} but the compression model has {theirs}" for key, ours, theirs in wrong)
+                    + ". Set " + ' '.join(f"{key}={theirs}" for key, _, theirs in wrong) + ".")
+
         with _rr_lm_builder():
-            super().build_model()  # type: ignore
+            try:
+                super().build_model()  # type: ignore
+            except AssertionError:
+                message = mismatch()
+                if message is None:
+                    raise
+                raise ValueError(message) from None
+        message = mismatch()
+        if message is not None:
+            raise ValueError(message)
 
     @property
     def rr_lm(self) -> RRLMModel:
@@ -109,7 +192,9 @@ class RRSolverMixin:
         raise RuntimeError("RR solver: the model is not an RRLMModel")
 
     def _prepare_tokens_and_attributes(self, batch, check_synchronization_points: bool = False):
-        out = super()._prepare_tokens_and_attributes(batch, check_synchronization_points)  # type: ignore
+        with (_nulled_captions_skip_encoder(self.rr_lm, self.cfg.rr.condition)  # type: ignore
+              if self.is_training else contextlib.nullcontext()):  # type: ignore
+            out = super()._prepare_tokens_and_attributes(batch, check_synchronization_points)  # type: ignore
         self._rr_text, self._rr_metrics, self._rr_pure_ce = None, {}, None
         if not self.is_training:  # type: ignore
             return out
@@ -140,10 +225,7 @@ class RRSolverMixin:
             if rr.gather:
                 text, audio = gather_with_grad(text), gather_with_grad(audio)
                 keep = gather_with_grad(keep.float()).bool()
-            if not (torch.isfinite(text).all() and torch.isfinite(audio).all()):
-                which = 'text-encoder outputs (T)' if not torch.isfinite(text).all() else 'LM hidden states (A)'
-                raise RuntimeError(f"RR: non-finite values in the pooled {which} (epoch {self.epoch}); "  # type: ignore
-                                   "stopping before they reach the loss")
+            check_finite_rr_inputs(text, audio, across_ranks=not rr.gather, epoch=self.epoch)  # type: ignore
             text, audio = text[keep], audio[keep]
             if text.shape[0] < 2:
                 return ce, ce_per_codebook  # fewer than 2 non-empty captions: no pair to compare

@@ -1,0 +1,607 @@
+"""RR vs stock: what a training step costs. `make bench` runs `python -m rr_audiocraft.bench`.
+
+Three measurements, written to `bench/results/NAME.json` and `NAME.md` and printed:
+
+1. **CFG-dropped steps** (CFG dropout forced to p = 1): the stock AudioGen solver's `run_step` against
+   the RR solver's (λ = 3 by default) on the identical model weights, batch and seed. This is where RR
+   does its work: it encodes the original captions, pools T and A and adds λ·L_rr.
+2. **Normal steps** (p = 0): the same pair; RR (`apply_on: cfg`) only reads the recorded CFG draw.
+3. **L_rr alone**: `rr_loss` forward + backward on pooled [B, w] inputs, for batch sizes
+   8, 64, 192, 1024 and widths 384-1024.
+
+How the step timings are taken: both solvers are built in one process from the same composed config
+(`solver=rr_audiogen/tiny` plus size overrides; the stock one with `solver: audiogen`, i.e. AudioCraft's
+own `AudioGenSolver` and a plain `LMModel`), the RR model gets the stock model's weights, and one batch
+from the train loader is fed to both. Steps alternate (stock, RR, then RR, stock, ...) so that machine
+noise and drift hit both alike; the first `--warmup` rounds are discarded; the reported ratio is the
+median of the per-round ratios RR/stock (each round's steps ran back to back), with its quartiles,
+beside the plain medians. `--before-after` adds, on CFG steps, the RR solver as it was before the
+CFG-step optimisation (`rr_without_nulled_skip`) to the same rounds (order rotating over the three). Each step is timed in wall time (`perf_counter`) and, on CPU, in CPU time of this
+process (`process_time`, all its threads): on a shared machine other processes' load inflates wall time
+far more than CPU time, so the CPU ratio is the steadier one. Both models keep training as they are
+timed: a step's cost does not depend on the weights' values. `--threads` defaults to 1: two OpenMP
+threads per process on an oversubscribed 2-core machine stall each other.
+
+Peak memory, what it means: on CPU, the peak of the bytes held by torch's CPU allocator during one
+step, above what was held when the step started (model, optimizer state and batch are already there;
+gradients, activations and the text encoder's activations are not). It is read from torch's profiler
+allocation events (`profile_memory=True`), in separate rounds from the timed ones so that the
+profiler's overhead never enters a timing. It does not see Python objects or the tokenizer's own
+(Rust) memory. Process RSS was not used: glibc keeps freed blocks mapped, so the RSS high-water mark
+of a warmed-up process barely moves with what a step allocates. On CUDA: `torch.cuda.max_memory_allocated`
+above the allocation at the start of the step.
+
+Both solvers use the project's local text encoder (all-MiniLM-L6-v2 through `HFTextConditioner`): stock
+AudioCraft's T5 needs weights from the Hugging Face hub. The compression model is a tiny EnCodec from
+`solver=rr_compression/tiny`, built by the bench with its RVQ codebooks k-means-initialised on the
+benchmark audio (untrained otherwise): the LM step's cost does not depend on the EnCodec weights, and
+real k-means codebooks give varied tokens. `--compression-checkpoint` takes a trained one instead.
+
+Sizes: `tiny` is the LM of `solver=rr_audiogen/tiny` (dim 64, 2 layers); `small` is dim 256, 4 layers,
+card 1024 (the size of the CPU timings in the design notes); `recipe` is the paper's 300 M LM (dim 1024,
+24 layers, card 2048), meant for `--device cuda --autocast bfloat16` (too slow on CPU).
+
+    python -m rr_audiocraft.bench                      # tiny + small on CPU, ~5 min
+    python -m rr_audiocraft.bench --tiny --out DIR     # smoke run, under a minute (the test)
+    python -m rr_audiocraft.bench --before-after       # + RR before the CFG-step optimisation, paired
+    python -m rr_audiocraft.bench --sizes recipe --device cuda --autocast bfloat16
+"""
+import argparse
+import contextlib
+import datetime
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import typing as tp
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO_ROOT / 'bench' / 'results'
+
+# LM sizes (transformer_lm settings); `card` is also the bench EnCodec's codebook size.
+SIZES: tp.Dict[str, tp.Dict[str, int]] = {
+    'tiny': dict(dim=64, num_heads=4, num_layers=2, card=256),
+    'small': dict(dim=256, num_heads=8, num_layers=4, card=1024),
+    'recipe': dict(dim=1024, num_heads=16, num_layers=24, card=2048),
+}
+RR_LOSS_BATCHES = (8, 64, 192, 1024)
+RR_LOSS_WIDTHS = (384, 512, 768, 1024)
+PHASES = (('cfg', 1.0), ('normal', 0.0))  # name, forced CFG dropout probability
+MEMORY_NOTE = {
+    'cpu': "peak bytes held by torch's CPU allocator during one step, above the bytes held at its start "
+           "(torch profiler allocation events; Python objects and tokenizer memory not included)",
+    'cuda': "torch.cuda.max_memory_allocated during one step, above memory_allocated at its start",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Assets: a small synthetic dataset and a k-means-initialised tiny EnCodec per codebook size.
+
+def _compose(overrides: tp.List[str]):
+    from .train import main
+    return main.get_xp(overrides)
+
+
+def _datasource_overrides(data_dir: Path) -> tp.List[str]:
+    egs = data_dir / 'egs'
+    return [f'datasource.train={egs}/train', f'datasource.valid={egs}/valid',
+            f'datasource.evaluate={egs}/test', f'datasource.generate={egs}/test']
+
+
+def build_compression_checkpoint(data_dir: Path, bins: int, path: Path, num_clips: int = 8,
+                                 seconds: float = 2.0) -> Path:
+    """Write an AudioCraft compression checkpoint: tiny EnCodec, RVQ k-means-initialised on real clips.
+
+    Args:
+        data_dir (Path): Output folder of `rr_audiocraft.data.synth` (train clips are read).
+        bins (int): Codebook size (the LM `card`).
+        path (Path): Where the checkpoint goes (`compression_model_checkpoint=PATH` loads it).
+        num_clips (int): Clips the k-means sees (the first `seconds` of each; at 50 Hz, 8 x 2 s give
+            800 frames per codebook).
+    Returns:
+        Path: `path`.
+    """
+    import soundfile
+    from audiocraft.models.builders import get_compression_model
+
+    xp = _compose(['solver=rr_compression/tiny', f'rvq.bins={bins}', *_datasource_overrides(data_dir)])
+    cfg = xp.cfg
+    model = get_compression_model(cfg)
+    wavs = []
+    for wav_path in sorted((data_dir / 'train').glob('*.wav'))[:num_clips]:
+        wav, sr = soundfile.read(str(wav_path), dtype='float32')
+        assert sr == cfg.sample_rate, f"{wav_path}: {sr} Hz, expected {cfg.sample_rate}"
+        wavs.append(torch.from_numpy(wav))
+    length = min([w.shape[-1] for w in wavs] + [int(seconds * cfg.sample_rate)])
+    audio = torch.stack([w[:length] for w in wavs]).unsqueeze(1)  # [B, 1, T]
+    # One forward in training mode runs the RVQ's k-means initialisation on these frames.
+    model.train()
+    with torch.no_grad():
+        model(audio)
+    model.eval()
+    torch.save({'xp.cfg': cfg, 'best_state': {'model': model.state_dict()}}, path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Solvers.
+
+@contextlib.contextmanager
+def _stock_lm_with_local_text_encoder():
+    """Make the stock `build_model` build a plain `LMModel` that uses our local text conditioner.
+
+    Stock AudioCraft cannot build the `hf` conditioner (its T5 needs the hub), so the LM is built the way
+    the RR solver builds it (the stock `get_lm_model`, then our conditioner added) and handed back as a
+    stock `LMModel` with a stock `ClassifierFreeGuidanceDropout` carrying the same RNG state.
+    """
+    import audiocraft.models.builders as stock_builders
+    from audiocraft.models.lm import LMModel
+    from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout
+    from .models.builders import get_rr_lm_model
+
+    def build(cfg):
+        lm = get_rr_lm_model(cfg)
+        recording = lm.cfg_dropout
+        lm.__class__ = LMModel
+        dropout = ClassifierFreeGuidanceDropout(p=recording.p)
+        dropout.rng.set_state(recording.rng.get_state())
+        lm.cfg_dropout = dropout
+        return lm
+
+    stock = stock_builders.get_lm_model
+    stock_builders.get_lm_model = build
+    try:
+        yield
+    finally:
+        stock_builders.get_lm_model = stock
+
+
+def build_solvers(overrides: tp.List[str]):
+    """Build the stock AudioGen solver and the RR one from the same overrides, with equal weights.
+
+    Must be called inside `xp.enter()` of `_compose(overrides)`; returns (xp, stock, rr).
+    """
+    from .train import get_solver
+    xp = _compose(overrides)
+    solvers = []
+    for name in ('audiogen', 'rr_audiogen'):
+        cfg = xp.cfg.copy()
+        cfg.solver = name
+        torch.manual_seed(cfg.seed)
+        if name == 'audiogen':
+            with _stock_lm_with_local_text_encoder():
+                solvers.append(get_solver(cfg))
+        else:
+            solvers.append(get_solver(cfg))
+    stock, rr = solvers
+    rr.model.load_state_dict(stock.model.state_dict())
+    return stock, rr
+
+
+def _in_train_stage(solvers: tp.Sequence[tp.Any], fn: tp.Callable[[], tp.Any]) -> tp.Any:
+    """Run `fn` with every solver in flashy's 'train' stage (stages nest, one per solver)."""
+    if not solvers:
+        return fn()
+    result: tp.List[tp.Any] = []
+
+    def inner():
+        result.append(_in_train_stage(solvers[1:], fn))
+        return {}
+
+    solvers[0].run_stage('train', inner)
+    return result[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurement primitives.
+
+def _sync(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def _step(solver, batch) -> None:
+    # idx >= 2: the stock step's CUDA synchronisation-point check (idx == 1) stays off.
+    solver.run_step(2, batch, {})
+
+
+@contextlib.contextmanager
+def rr_without_nulled_skip():
+    """RR as it was before the CFG-step optimisation: the nulled captions go through the text encoder
+    too, as in stock (`rr_audiocraft.solvers.rr._nulled_captions_skip_encoder` made a no-op)."""
+    from .solvers import rr as rr_solvers
+    original = rr_solvers._nulled_captions_skip_encoder
+    rr_solvers._nulled_captions_skip_encoder = lambda *_args, **_kwargs: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        rr_solvers._nulled_captions_skip_encoder = original
+
+
+def _step_before(solver, batch) -> None:
+    with rr_without_nulled_skip():
+        _step(solver, batch)
+
+
+def timed(fn: tp.Callable[[], tp.Any], device: str) -> float:
+    """Wall time of one call, in seconds (device synchronised before and after)."""
+    return timed_wall_and_cpu(fn, device)[0]
+
+
+def timed_wall_and_cpu(fn: tp.Callable[[], tp.Any], device: str) -> tp.Tuple[float, float]:
+    """Wall time and CPU time (all threads of this process) of one call, in seconds."""
+    _sync(device)
+    begin, begin_cpu = time.perf_counter(), time.process_time()
+    fn()
+    _sync(device)
+    return time.perf_counter() - begin, time.process_time() - begin_cpu
+
+
+def peak_memory(fn: tp.Callable[[], tp.Any], device: str) -> int:
+    """Peak bytes allocated by torch during one call, above those held when it starts (see module doc)."""
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events: tp.List[tp.Tuple[int, int]] = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.typed[0] == _EventType.Allocation and node.typed[1].device.type == 'cpu':
+            events.append((node.start_time_ns, node.typed[1].alloc_size))  # > 0 alloc, < 0 free
+        stack.extend(node.children)
+    current = peak = 0
+    for _, size in sorted(events):
+        current += size
+        peak = max(peak, current)
+    return peak
+
+
+def alternate(fns: tp.Dict[str, tp.Callable[[], tp.Any]], rounds: int, warmup: int) -> tp.Dict[str, tp.List[tp.Any]]:
+    """Call the measurements in a rotating order (A B, B A for two; A B C, B C A, C A B for three), so
+    that each comes first, second... equally often; drop the first `warmup` rounds."""
+    names = list(fns)
+    out: tp.Dict[str, tp.List[tp.Any]] = {name: [] for name in names}
+    for r in range(warmup + rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            value = fns[name]()
+            if r >= warmup:
+                out[name].append(value)
+    return out
+
+
+def _ratios(values: tp.Dict[str, tp.List[float]], name: str = 'rr') -> tp.Dict[str, tp.Any]:
+    """Medians of 'stock' and `name`, and the median (with quartiles) of their per-round ratio."""
+    stock, other = values['stock'], values[name]
+    per_round = [o / s for o, s in zip(other, stock)]
+    return {
+        'stock': statistics.median(stock),
+        name: statistics.median(other),
+        # Each round's calls ran back to back: the per-round ratio cancels slow drift of the machine.
+        'ratio': statistics.median(per_round),
+        'ratio_of_medians': statistics.median(other) / statistics.median(stock),
+        'ratio_iqr': _quartiles(per_round),
+    }
+
+
+def _quartiles(values: tp.List[float]) -> tp.Tuple[float, float]:
+    """First and third quartiles (both the value itself for a single value): the spread of the noise."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method='inclusive')
+    return q[0], q[2]
+
+
+# ----------------------------------------------------------------------------------------------
+# The three benchmarks.
+
+def bench_steps(size: str, data_dir: Path, compression_checkpoint: str, args) -> tp.List[dict]:
+    """Stock vs RR `run_step` on CFG-dropped and normal steps, for one LM size."""
+    from .modules.text import text_representation
+    lm = SIZES[size]
+    overrides = [
+        'solver=rr_audiogen/tiny', f'compression_model_checkpoint={compression_checkpoint}',
+        *_datasource_overrides(data_dir),
+        f'device={args.device}', f'num_threads={args.threads}',
+        f'transformer_lm.dim={lm["dim"]}', f'transformer_lm.num_heads={lm["num_heads"]}',
+        f'transformer_lm.num_layers={lm["num_layers"]}', f'transformer_lm.card={lm["card"]}',
+        f'dataset.batch_size={args.batch_size}', f'dataset.segment_duration={args.duration}',
+        f'rr.weight={args.weight}',
+    ]
+    if args.autocast:
+        overrides += ['autocast=true', f'autocast_dtype={args.autocast}']
+    if args.device == 'cuda':
+        overrides += ['transformer_lm.memory_efficient=true']
+    xp = _compose(overrides)
+    rows = []
+    with xp.enter():
+        stock, rr = build_solvers(overrides)
+        torch.set_num_threads(args.threads)
+        batch = next(iter(stock.dataloaders['train']))
+        audio, infos = batch
+        n_tokens = audio.shape[0] * round(audio.shape[-1] / stock.compression_model.sample_rate
+                                          * stock.compression_model.frame_rate) * stock.compression_model.num_codebooks
+        n_params = sum(p.numel() for p in stock.model.parameters() if p.requires_grad)
+        solvers = {'stock': stock, 'rr': rr}
+        conditioner = rr.model.condition_provider.conditioners[rr.cfg.rr.condition]
+        captions = [info.to_condition_attributes().text.get(rr.cfg.rr.condition) for info in infos]
+
+        def measure():
+            for phase, p in PHASES:
+                for solver in solvers.values():
+                    solver.model.cfg_dropout.p = p
+                    solver.model.train()
+                logger.info("bench %s/%s: timing %d rounds (+%d warm-up)", size, phase, args.rounds, args.warmup)
+                steps = {name: (lambda s=s: _step(s, batch)) for name, s in solvers.items()}
+                if args.before_after and phase == 'cfg':
+                    # The same RR solver without the optimisation, in the same rounds: a paired before/after.
+                    steps['rr_before'] = lambda: _step_before(rr, batch)
+                both = alternate({name: (lambda f=f: timed_wall_and_cpu(f, args.device)) for name, f in steps.items()},
+                                 args.rounds, args.warmup)
+                times = {name: [w for w, _ in values] for name, values in both.items()}
+                cpu_times = {name: [c for _, c in values] for name, values in both.items()}
+                mems = alternate({name: (lambda s=s: float(peak_memory(lambda: _step(s, batch), args.device)))
+                                  for name, s in solvers.items()}, args.memory_rounds, 1)
+                t, c, m = _ratios(times), _ratios(cpu_times), _ratios(mems)
+                row = {
+                    'size': size, 'steps': phase, 'cfg_dropout_p': p, 'lm_params': n_params,
+                    'batch_size': int(audio.shape[0]), 'tokens_per_step': n_tokens,
+                    'stock_s': t['stock'], 'rr_s': t['rr'], 'time_ratio': t['ratio'],
+                    'time_ratio_of_medians': t['ratio_of_medians'], 'time_ratio_iqr': t['ratio_iqr'],
+                    'stock_tokens_per_s': n_tokens / t['stock'], 'rr_tokens_per_s': n_tokens / t['rr'],
+                    'stock_peak_bytes': int(m['stock']), 'rr_peak_bytes': int(m['rr']),
+                    'memory_ratio': m['ratio_of_medians'],
+                    'stock_cpu_s': c['stock'], 'rr_cpu_s': c['rr'], 'cpu_time_ratio': c['ratio'],
+                    'cpu_time_ratio_iqr': c['ratio_iqr'],
+                    'stock_times_s': times['stock'], 'rr_times_s': times['rr'],
+                    'stock_cpu_times_s': cpu_times['stock'], 'rr_cpu_times_s': cpu_times['rr'],
+                }
+                if 'rr_before' in both:
+                    tb, cb = _ratios(times, 'rr_before'), _ratios(cpu_times, 'rr_before')
+                    row.update({'rr_before_s': tb['rr_before'], 'time_ratio_before': tb['ratio'],
+                                'time_ratio_before_iqr': tb['ratio_iqr'], 'rr_before_cpu_s': cb['rr_before'],
+                                'cpu_time_ratio_before': cb['ratio'], 'cpu_time_ratio_before_iqr': cb['ratio_iqr'],
+                                'rr_before_times_s': times['rr_before'],
+                                'rr_before_cpu_times_s': cpu_times['rr_before']})
+                if phase == 'cfg':
+                    # What RR cannot avoid on these steps: one text-encoder pass over the original captions;
+                    # and what stock spends instead: one over the nulled (empty) captions, which RR skips.
+                    nulled = conditioner.tokenize([None] * len(captions))
+                    repeats = max(3, args.rounds // 2)
+                    encode = [timed_wall_and_cpu(lambda: text_representation(conditioner, captions), args.device)
+                              for _ in range(repeats)]
+                    with torch.no_grad():
+                        encode_nulled = [timed_wall_and_cpu(lambda: type(conditioner).forward(conditioner, nulled),
+                                                            args.device) for _ in range(repeats)]
+                    for key, values in [('text_encoder_pass', encode), ('nulled_text_encoder_pass', encode_nulled)]:
+                        row[f'{key}_s'] = statistics.median(w for w, _ in values)
+                        row[f'{key}_cpu_s'] = statistics.median(c for _, c in values)
+                rows.append(row)
+
+        _in_train_stage(list(solvers.values()), measure)
+    return rows
+
+
+def bench_rr_loss(batches: tp.Sequence[int], widths: tp.Sequence[int], rounds: int, device: str) -> tp.List[dict]:
+    """`rr_loss` forward + backward alone on pooled [B, w] text and audio representations."""
+    from .regularization import rr_loss
+    rows = []
+    generator = torch.Generator().manual_seed(0)
+    for batch in batches:
+        for width in widths:
+            text = torch.randn(batch, width, generator=generator).to(device)
+            audio = torch.randn(batch, width, generator=generator).to(device).requires_grad_()
+
+            def once():
+                rr_loss(text, audio).backward()
+                audio.grad = None
+
+            once()  # warm-up
+            times = [timed(once, device) for _ in range(rounds)]
+            rows.append({'batch_size': batch, 'width': width, 'time_s': statistics.median(times),
+                         'peak_bytes': peak_memory(once, device)})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Report.
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.2f}"
+
+
+def markdown(result: dict) -> str:
+    """The report as markdown tables."""
+    meta = result['meta']
+    cpu = meta['device'] == 'cpu'
+    lines = [
+        f"# RR vs stock training step ({meta['date']})",
+        "",
+        f"`{meta['command']}` on {meta['device_name']}, torch {meta['torch']}, {meta['threads']} thread(s); "
+        f"{meta['rounds']} timed rounds after {meta['warmup']} warm-up, alternating; RR weight λ = "
+        f"{meta['rr_weight']}; batch {meta['batch_size']} x {meta['duration']} s; load average at the start "
+        f"{meta['load_average']}. GPU: {meta['gpu']}.",
+        "",
+        "Ratios: median over rounds of RR/stock, each round's two steps back to back [quartiles]. Wall: "
+        "`perf_counter`" + ("; CPU: `process_time` of this process, which other processes' load inflates far "
+                            "less (on a shared machine the wall ratio carries scheduler noise)" if cpu else "")
+        + f". Peak memory: {meta['memory_measure']}.",
+        "",
+        "| LM | steps | stock s/step | RR s/step | RR/stock wall | " + ("RR/stock CPU | " if cpu else "")
+        + "stock tokens/s | RR tokens/s | stock peak MiB | RR peak MiB | RR/stock memory |",
+        "|---|---|---|---|---|" + ("---|" if cpu else "") + "---|---|---|---|---|",
+    ]
+    for row in result['steps']:
+        ratio = f"**{row['time_ratio']:.3f}** [{row['time_ratio_iqr'][0]:.3f}, {row['time_ratio_iqr'][1]:.3f}] | "
+        if cpu:
+            ratio += (f"**{row['cpu_time_ratio']:.3f}** [{row['cpu_time_ratio_iqr'][0]:.3f}, "
+                      f"{row['cpu_time_ratio_iqr'][1]:.3f}] | ")
+        lines.append(
+            f"| {row['size']} ({row['lm_params'] / 1e6:.2f} M) | {row['steps']} (p={row['cfg_dropout_p']:g}) "
+            f"| {row['stock_s']:.4f} | {row['rr_s']:.4f} | {ratio}"
+            f"{row['stock_tokens_per_s']:.0f} | {row['rr_tokens_per_s']:.0f} "
+            f"| {_mb(row['stock_peak_bytes'])} | {_mb(row['rr_peak_bytes'])} | **{row['memory_ratio']:.3f}** |")
+    encoder_rows = [row for row in result['steps'] if 'text_encoder_pass_s' in row]
+    if encoder_rows:
+        unit = 'CPU s' if cpu else 's'
+        suffix = '_cpu_s' if cpu else '_s'
+        step_key = 'cpu_s' if cpu else 's'
+        lines += ["", "Where the CFG-step difference comes from: RR must encode the batch's original captions (T of "
+                  "eq. 3); stock encodes the nulled ones, which RR skips (their output is all-masked):", ""]
+        for row in encoder_rows:
+            original, nulled = row['text_encoder_pass' + suffix], row['nulled_text_encoder_pass' + suffix]
+            stock = row['stock_' + step_key]
+            line = (f"- {row['size']}: original captions {original:.4f} {unit} ({original / stock:.1%} of the "
+                    f"stock CFG step), nulled captions {nulled:.4f} {unit}; the difference alone predicts "
+                    f"RR/stock = {1 + (original - nulled) / stock:.3f}")
+            lines.append(line)
+    paired = [row for row in result['steps'] if 'time_ratio_before' in row]
+    if paired:
+        lines += ["", "Before/after the CFG-step optimisation (RR skips the text-encoder pass over the nulled "
+                  "captions), timed in the same rounds as stock, RR/stock:", "",
+                  "| LM | before, wall | after, wall | " + ("before, CPU | after, CPU |" if cpu else ""),
+                  "|---|---|---|" + ("---|---|" if cpu else "")]
+        for row in paired:
+            cells = [f"{row['time_ratio_before']:.3f} [{row['time_ratio_before_iqr'][0]:.3f}, "
+                     f"{row['time_ratio_before_iqr'][1]:.3f}]",
+                     f"{row['time_ratio']:.3f} [{row['time_ratio_iqr'][0]:.3f}, {row['time_ratio_iqr'][1]:.3f}]"]
+            if cpu:
+                cells += [f"{row['cpu_time_ratio_before']:.3f} [{row['cpu_time_ratio_before_iqr'][0]:.3f}, "
+                          f"{row['cpu_time_ratio_before_iqr'][1]:.3f}]",
+                          f"{row['cpu_time_ratio']:.3f} [{row['cpu_time_ratio_iqr'][0]:.3f}, "
+                          f"{row['cpu_time_ratio_iqr'][1]:.3f}]"]
+            lines.append(f"| {row['size']} | " + " | ".join(cells) + " |")
+    lines += ["", "L_rr alone (`rr_loss` forward + backward on pooled [B, w] inputs):", "",
+              "| B \\ width | " + " | ".join(str(w) for w in result['rr_loss_widths']) + " |",
+              "|---|" + "---|" * len(result['rr_loss_widths'])]
+    for batch in result['rr_loss_batches']:
+        cells = []
+        for width in result['rr_loss_widths']:
+            row = next(r for r in result['rr_loss'] if r['batch_size'] == batch and r['width'] == width)
+            cells.append(f"{row['time_s'] * 1e3:.3f} ms, {_mb(row['peak_bytes'])} MiB")
+        lines.append(f"| {batch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: tp.Optional[tp.List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='python -m rr_audiocraft.bench', description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--tiny', action='store_true',
+                        help="smoke run: tiny LM, 2 rounds, L_rr at B in (8, 64) x 384 (for the test suite)")
+    parser.add_argument('--sizes', default='tiny,small', help=f"comma-separated LM sizes among {list(SIZES)}")
+    parser.add_argument('--rounds', type=int, default=15, help="timed rounds per phase (each times both solvers)")
+    parser.add_argument('--warmup', type=int, default=3, help="untimed rounds first")
+    parser.add_argument('--memory-rounds', type=int, default=3, help="profiled rounds per phase (memory)")
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--duration', type=float, default=4.0, help="segment seconds")
+    parser.add_argument('--weight', type=float, default=3.0, help="RR λ (the paper's best: 3)")
+    parser.add_argument('--threads', type=int, default=1,
+                        help="torch threads; 1 by default: on a shared machine, 2 OpenMP threads per process "
+                             "stall each other (the configs use 2 on an idle 2-core machine)")
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--autocast', default=None, choices=['bfloat16', 'float16'])
+    parser.add_argument('--compression-checkpoint', default=None,
+                        help="a trained compression model (//sig/SIG or path) instead of the k-means-initialised "
+                             "one; its codebook size must be the sizes' card (tiny 256, small 1024, recipe 2048)")
+    parser.add_argument('--before-after', action='store_true',
+                        help="on CFG steps, also time RR as before the optimisation (nulled captions through the "
+                             "text encoder, as in stock), in the same rounds: a paired before/after")
+    parser.add_argument('--out', type=Path, default=DEFAULT_OUT, help="folder for NAME.json and NAME.md")
+    parser.add_argument('--name', default='rr_bench', help="file name stem of the results")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.sizes, args.rounds, args.warmup, args.memory_rounds = 'tiny', 2, 1, 1
+        args.rr_loss_batches, args.rr_loss_widths, args.rr_loss_rounds = (8, 64), (384,), 2
+        args.duration = 2.0
+    else:
+        args.rr_loss_batches, args.rr_loss_widths, args.rr_loss_rounds = RR_LOSS_BATCHES, RR_LOSS_WIDTHS, 7
+    args.size_list = [s.strip() for s in args.sizes.split(',') if s.strip()]
+    unknown = [s for s in args.size_list if s not in SIZES]
+    if unknown:
+        parser.error(f"unknown size(s) {unknown}; choose among {list(SIZES)}")
+    if args.rounds < 1 or args.warmup < 0 or args.memory_rounds < 1:
+        parser.error("--rounds and --memory-rounds must be >= 1, --warmup >= 0")
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the benchmark described by `args`; write and return the results."""
+    load_average = ' '.join(f'{x:.2f}' for x in os.getloadavg()) if hasattr(os, 'getloadavg') else 'n/a'
+    workdir = Path(tempfile.mkdtemp(prefix='rr_bench_'))
+    # Throwaway XP folders (solvers create one on start-up) go to the work folder, not to outputs/.
+    os.environ['AUDIOCRAFT_DORA_DIR'] = str(workdir / 'dora')
+    try:
+        from .data.synth import generate_dataset
+        data_dir = workdir / 'data'
+        # Enough train clips for a batch; the other splits only need to exist.
+        generate_dataset(data_dir, num_clips=max(16, 2 * args.batch_size), seed=0,
+                         duration=max(args.duration, 2.0))
+        steps = []
+        for size in args.size_list:
+            checkpoint = args.compression_checkpoint
+            if checkpoint is None:
+                checkpoint = str(build_compression_checkpoint(data_dir, SIZES[size]['card'],
+                                                              workdir / f'encodec_{SIZES[size]["card"]}.th'))
+            logger.info("bench: LM size %s", size)
+            steps += bench_steps(size, data_dir, checkpoint, args)
+        rr_rows = bench_rr_loss(args.rr_loss_batches, args.rr_loss_widths, args.rr_loss_rounds, args.device)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    device_name = (torch.cuda.get_device_name() if args.device == 'cuda'
+                   else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores visible)")
+    result = {
+        'meta': {
+            'date': datetime.datetime.now().isoformat(timespec='seconds'),
+            'command': 'python -m rr_audiocraft.bench ' + ' '.join(sys.argv[1:]),
+            'torch': torch.__version__, 'python': platform.python_version(),
+            'device': args.device, 'device_name': device_name, 'threads': args.threads,
+            'gpu': torch.cuda.get_device_name() if torch.cuda.is_available() else 'none available in this run',
+            'rounds': args.rounds, 'warmup': args.warmup, 'memory_rounds': args.memory_rounds,
+            'rr_weight': args.weight, 'batch_size': args.batch_size, 'duration': args.duration,
+            'autocast': args.autocast, 'memory_measure': MEMORY_NOTE[args.device],
+            'load_average': load_average,
+        },
+        'steps': steps,
+        'rr_loss_batches': list(args.rr_loss_batches), 'rr_loss_widths': list(args.rr_loss_widths),
+        'rr_loss': rr_rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f'{args.name}.json').write_text(json.dumps(result, indent=2) + '\n')
+    (args.out / f'{args.name}.md').write_text(markdown(result))
+    return result
+
+
+def main(argv: tp.Optional[tp.List[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(levelname)s %(message)s')
+    # The solvers log every stage; keep the console to the bench's own progress.
+    for name in ('flashy', 'audiocraft', 'dora', 'rr_audiocraft.solvers'):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    result = run(args)
+    print(markdown(result))
+    print(f"written: {args.out / (args.name + '.json')} and {args.out / (args.name + '.md')}")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
