@@ -14,8 +14,9 @@ caption controls, and what the sidecar records as ground truth:
 The test split only uses the source pairs in `HELD_OUT_PAIRS`, which never co-occur in the train
 or valid splits, so it measures compositional generalisation.
 
-Everything is a pure function of the seed: `sample_spec` draws a clip's ground truth and caption,
-`synthesize_clip` renders a spec to a waveform, and `generate_dataset` writes the whole benchmark::
+Everything is a pure function of the seed: `sample_spec` draws a clip's ground truth (a
+`ClipSpec`), `describe` writes a caption for it, `synthesize_clip` renders it to a waveform, and
+`generate_dataset` writes the whole benchmark (`load_clips` reads a split back)::
 
     OUT/{train,valid,test}/0000.wav   16 kHz mono PCM16
     OUT/{train,valid,test}/0000.json  sidecar: description + ground truth + MusicInfo keys
@@ -26,7 +27,7 @@ and `MusicDataset` look for them (``Path(meta.path).with_suffix('.json')``).
 
 CLI::
 
-    python -m rr_audiocraft.data.synth OUT --num-clips 600 --seed 0 [--duration 4.0] [--sample-rate 16000]
+    python -m rr_audiocraft.data.synth OUT [--num-clips 600] [--seed 0] [--duration 4.0] [--sample-rate 16000]
 """
 import argparse
 import dataclasses
@@ -60,6 +61,7 @@ RELATION_PROBS = {'single': 0.4, 'then': 0.3, 'while': 0.3}
 SPLIT_FRACTIONS = {'train': 0.8, 'valid': 0.1, 'test': 0.1}
 DEFAULT_SAMPLE_RATE = 16_000
 DEFAULT_DURATION = 4.0
+DEFAULT_NUM_CLIPS = 600  # 480 train clips: enough for the judge (`rr_audiocraft.metrics.judge`).
 # Event lengths and gaps below are for a 4 s clip; shorter clips scale them down, and under 2 s
 # three events plus a second source no longer fit with audible gaps.
 REFERENCE_DURATION = 4.0
@@ -76,8 +78,8 @@ _REGISTER_F0 = {
     'hum': {'low': 65., 'mid': 150., 'high': 300.},
     'pluck': {'low': 130., 'mid': 330., 'high': 780.},
 }
-# Event length range (s, for a 4 s clip). Decaying sounds are faded to silence by the end of the
-# range, so an event's [onset, offset] is exactly where it is audible.
+# Event length range (s, for a 4 s clip). Decaying sounds are faded to silence at the end of their
+# event, so an event's [onset, offset] bounds where it is audible.
 _EVENT_LENGTH = {
     'beep': (0.20, 0.30), 'whistle': (0.35, 0.50), 'noise': (0.20, 0.30), 'knock': (0.09, 0.12),
     'bell': (0.50, 0.60), 'kick': (0.22, 0.28), 'hum': (0.40, 0.50), 'clap': (0.10, 0.14),
@@ -227,8 +229,8 @@ def _render_bell(rng: np.random.Generator, num_samples: int, sample_rate: int, f
     for ratio, amplitude in zip(ratios, amplitudes):
         frequency = f0 * ratio
         if frequency < 0.45 * sample_rate:
-            signal += amplitude * np.sin(2 * np.pi * frequency * time_s) * np.exp(-time_s * ratio / 0.35)
-    return signal * _decay_envelope(num_samples, sample_rate, tau=0.25)
+            signal += amplitude * np.sin(2 * np.pi * frequency * time_s) * np.exp(-time_s * ratio / 0.8)
+    return signal * _decay_envelope(num_samples, sample_rate, tau=0.35)
 
 
 def _render_kick(rng: np.random.Generator, num_samples: int, sample_rate: int, f0: None) -> np.ndarray:
@@ -359,8 +361,9 @@ def synthesize_clip(spec: tp.Union[ClipSpec, tp.Mapping[str, tp.Any]],
         spec = ClipSpec.from_dict(spec)
     if duration < MIN_DURATION:
         raise ValueError(f"duration must be at least {MIN_DURATION} s, got {duration}.")
-    if sample_rate < 8000:
-        raise ValueError(f"sample_rate must be at least 8000 Hz, got {sample_rate}.")
+    if sample_rate < DEFAULT_SAMPLE_RATE:
+        # The chirp and the high whistle reach 6.6 kHz: lower rates would alias them.
+        raise ValueError(f"sample_rate must be at least {DEFAULT_SAMPLE_RATE} Hz, got {sample_rate}.")
     rng = np.random.default_rng(spec.seed)
     num_samples = int(round(duration * sample_rate))
     events = _layout_events(spec, rng, duration)
@@ -376,8 +379,8 @@ def synthesize_clip(spec: tp.Union[ClipSpec, tp.Mapping[str, tp.Any]],
         # Repeats of the same source differ slightly in pitch and level, like real recordings.
         pitch = f0[event.source] * rng.uniform(0.99, 1.01) if event.source in f0 else None
         sound = _peak_normalize(renderer(rng, length, sample_rate, pitch, **extra))
-        # Backgrounds sit ~10 dB under the counted events so that those stay clearly audible.
-        level = rng.uniform(0.15, 0.25) if event.sustained else rng.uniform(0.5, 0.8)
+        # Backgrounds sit 10-18 dB under the counted events so that those stay clearly audible.
+        level = rng.uniform(0.1, 0.18) if event.sustained else rng.uniform(0.5, 0.8)
         wav[begin:begin + length] += level * sound
     # A faint noise floor, so that silence between events is not digital zero.
     wav += rng.uniform(0.001, 0.004) * rng.standard_normal(num_samples)
@@ -568,6 +571,8 @@ def generate_dataset(out_dir: tp.Union[str, Path], num_clips: int, seed: int,
     sizes = split_sizes(num_clips)
     if duration < MIN_DURATION:
         raise ValueError(f"duration must be at least {MIN_DURATION} s, got {duration}.")
+    if sample_rate < DEFAULT_SAMPLE_RATE:
+        raise ValueError(f"sample_rate must be at least {DEFAULT_SAMPLE_RATE} Hz, got {sample_rate}.")
     out_dir = Path(out_dir).absolute()
     paths: tp.Dict[str, tp.List[Path]] = {}
     for split_index, split in enumerate(SPLITS):
@@ -635,8 +640,9 @@ def load_clips(source: tp.Union[str, Path]) -> tp.Tuple[tp.List[np.ndarray], tp.
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m rr_audiocraft.data.synth', description=__doc__.split('\n')[0])
     parser.add_argument('out', type=Path, help="output dataset root")
-    parser.add_argument('--num-clips', type=int, required=True, help="total clips over train/valid/test")
-    parser.add_argument('--seed', type=int, required=True)
+    parser.add_argument('--num-clips', type=int, default=DEFAULT_NUM_CLIPS,
+                        help=f"total clips over train/valid/test (default: {DEFAULT_NUM_CLIPS})")
+    parser.add_argument('--seed', type=int, default=0, help="dataset seed (default: 0)")
     parser.add_argument('--duration', type=float, default=DEFAULT_DURATION, help="clip length in seconds")
     parser.add_argument('--sample-rate', type=int, default=DEFAULT_SAMPLE_RATE)
     args = parser.parse_args(argv)
