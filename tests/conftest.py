@@ -89,3 +89,14 @@ def tiny_hf_musicgen_sig(tiny_data, tiny_compression_sig) -> str:
     """A tiny RR MusicGen XP with its default local HF text encoder (all-MiniLM-L6-v2), no EMA."""
     return run_xp('solver=rr_musicgen/tiny', f'compression_model_checkpoint=//sig/{tiny_compression_sig}',
                   *SHORT_LM_RUN, 'optim.updates_per_epoch=2', *datasource_overrides(tiny_data))
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """In-process tiny models on one torch thread, restored afterwards: on a shared 2-core machine thread
+    hand-offs cost more than the matrix products (a tiny generation took ~10x longer with 2 threads)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,13 +11,7 @@ import torch
 from conftest import REPO_ROOT, datasource_overrides
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    """In-process steps on one thread (as the bench runs them); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def test_bench_runs_at_tiny_size_and_writes_its_files(tmp_path):

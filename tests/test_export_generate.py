@@ -14,14 +14,7 @@ import torch
 from conftest import REPO_ROOT, xp_dir
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    """Tiny models: on a shared 2-core machine, thread hand-offs cost more than the matrix products (a
-    tiny generation takes ~10x longer with 2 threads than with 1 when the cores are busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

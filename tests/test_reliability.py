@@ -22,14 +22,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    """In-process steps on one thread, as the tiny configs' `num_threads` says for `dora run` here (on a
-    shared 2-core machine, two OpenMP threads per process stall each other); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _seed(seed: int) -> None:
