@@ -72,10 +72,14 @@ def run_dora(overrides: tp.List[str], stage: str) -> str:
 def judge_stage(data_dir: Path) -> tp.Any:
     from .metrics.judge import Judge
     path = data_dir / 'judge.pt'
+    judge = None
     if path.exists():
-        judge = Judge.load(path)
-        log('judge', f"loaded {path}")
-    else:
+        try:
+            judge = Judge.load(path)
+            log('judge', f"loaded {path}")
+        except ValueError as exc:  # saved by another version of the judge code
+            log('judge', f"refitting: {exc}")
+    if judge is None:
         log('judge', "fitting the judge on the training audio")
         judge = Judge.fit(data_dir / 'egs' / 'train')
         judge.save(path)

