@@ -3,7 +3,8 @@
 Stages, each cached so a rerun picks up where the last one stopped:
   1. data     synthetic captioned sounds (`rr_audiocraft.data.synth`) in data/synth
   2. encodec  a tiny EnCodec trained by AudioCraft's stock compression solver (a Dora XP)
-  3. judge    the generator-independent judge, fitted on the training audio, checked on held-out clips
+  3. judge    the generator-independent judge, fitted on the training audio, checked on held-out clips,
+              and on the same clips after the EnCodec round trip (the ceiling for any LM)
   4. train    the tiny grid `dora_grids/rr_ablation_tiny` through `grid_local` (λ=0 vs λ=3, ≥ 3 seeds;
               `--full`: the nine Table 1 rows)
   5. generate every trained LM renders the test captions with CFG (held-out source pairs)
@@ -93,6 +94,31 @@ def judge_stage(data_dir: Path) -> tp.Any:
     return judge, check
 
 
+def codec_ceiling(compression_sig: str, judge: tp.Any, data_dir: Path) -> dict:
+    """Judge the test references after a round trip through the EnCodec the LMs train on.
+
+    No LM can beat its codec: these numbers bound what generation can reach, and when the codec does
+    not reconstruct, the judge metrics of generated audio mean nothing about the LMs.
+    """
+    import torch
+    from audiocraft.solvers.compression import CompressionSolver
+    wavs, truths = load_split(data_dir, 'test')
+    model = CompressionSolver.model_from_checkpoint(f'//sig/{compression_sig}', device='cpu').eval()
+    audio = torch.stack([torch.as_tensor(w).reshape(1, -1) for w in wavs])  # [N, 1, T]
+    with torch.no_grad():
+        codes, scale = model.encode(audio)
+        decoded = model.decode(codes, scale)[..., :audio.shape[-1]]
+    ceiling = judge.self_check(list(decoded[:, 0].numpy()), truths)
+    ceiling['relative_mse'] = float(((decoded - audio) ** 2).mean() / (audio ** 2).mean())
+    log('encodec', f"judge on the test references after the codec round trip (the ceiling for any LM): count acc "
+                   f"{ceiling['count_acc']:.3f}, source F1 {ceiling['source_f1']:.3f}; relative MSE "
+                   f"{ceiling['relative_mse']:.3f}")
+    if ceiling['count_acc'] < 0.9 or ceiling['source_f1'] < 0.9:
+        log('encodec', "WARNING: the tiny EnCodec loses what the judge listens for: the judge metrics of generated "
+                       "audio below cannot tell the LMs apart (train it longer: --encodec optim.epochs=N)")
+    return ceiling
+
+
 def load_split(data_dir: Path, split: str) -> tp.Tuple[tp.List[tp.Any], tp.List[dict]]:
     """Reference clips [T] (16 kHz) and sidecars of a split, in manifest order."""
     import soundfile as sf
@@ -143,8 +169,11 @@ def generate_and_judge(sheeps: tp.List[tp.Any], judge: tp.Any, data_dir: Path, o
         pool, cfg_ratio, weight = row_of(cfg)
         label = f"pool={pool} cfg={cfg_ratio:g} λ={weight:g} seed={cfg.seed}"
         sample_dir = out_dir / 'samples' / f"pool-{pool}_cfg-{cfg_ratio:g}_lambda-{weight:g}" / f"seed{cfg.seed}"
-        if cache.exists() and sample_dir.exists():
-            metrics = json.loads(cache.read_text())
+        # Cached judge results count only for the judge that produced them (it is refitted when stale).
+        judge_stamp = (data_dir / 'judge.pt').stat().st_mtime_ns
+        cached = json.loads(cache.read_text()) if cache.exists() else {}
+        if sample_dir.exists() and cached.get('judge_stamp') == judge_stamp:
+            metrics = cached['metrics']
             log('generate', f"[{position}/{len(sheeps)}] {sig} ({label}): cached")
         else:
             start = time.time()
@@ -158,7 +187,7 @@ def generate_and_judge(sheeps: tp.List[tp.Any], judge: tp.Any, data_dir: Path, o
             for index, wav in enumerate(generated):
                 sf.write(sample_dir / f'{index:03d}.wav', wav, model.sample_rate)
             metrics = judge.report(list(generated), truths, wavs, sample_rate=model.sample_rate)
-            cache.write_text(json.dumps(metrics))
+            cache.write_text(json.dumps({'judge_stamp': judge_stamp, 'metrics': metrics}))
             log('generate', f"[{position}/{len(sheeps)}] {sig} ({label}): {len(captions)} clips in "
                             f"{time.time() - start:.0f} s, count acc {metrics['count_acc']:.3f}, "
                             f"source F1 {metrics['source_f1']:.3f}")
@@ -200,7 +229,7 @@ def summarise(results: tp.List[dict]) -> tp.List[dict]:
     return summary
 
 
-def format_table(summary: tp.List[dict], judge_check: dict) -> str:
+def format_table(summary: tp.List[dict], judge_check: dict, ceiling: dict) -> str:
     head = '| pool | CFG | λ | seeds | ' + ' | '.join(
         f"{title} {'↑' if up else '↓'}" for _, title, up in METRICS) + ' |'
     lines = [head, '|' + '---|' * (4 + len(METRICS))]
@@ -214,7 +243,9 @@ def format_table(summary: tp.List[dict], judge_check: dict) -> str:
     lines.append('')
     lines.append(f"Judge on {judge_check['num_clips']} held-out reference clips: count acc "
                  f"{judge_check['count_acc']:.3f}, source F1 {judge_check['source_f1']:.3f}, order acc "
-                 f"{judge_check['order_acc']:.3f}. Mean ± 95 % CI (Student t) over seeds.")
+                 f"{judge_check['order_acc']:.3f}; on the same clips after the EnCodec round trip (the ceiling "
+                 f"for any LM): count acc {ceiling['count_acc']:.3f}, source F1 {ceiling['source_f1']:.3f}. "
+                 "Mean ± 95 % CI (Student t) over seeds.")
     return '\n'.join(lines)
 
 
@@ -301,15 +332,16 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     compression_sig = timed('encodec', lambda: run_dora(
         ['solver=rr_compression/tiny', *datasource_overrides(data_dir), *args.encodec], 'encodec'))
     judge, judge_check = timed('judge', lambda: judge_stage(data_dir))
+    ceiling = timed('ceiling', lambda: codec_ceiling(compression_sig, judge, data_dir))
     sheeps = timed('train', lambda: train_stage(data_dir, compression_sig, seeds, args.full, args.lm))
     duration = 4.0
     results = timed('generate', lambda: generate_and_judge(sheeps, judge, data_dir, out_dir, duration, gen_seed=0))
     summary = summarise(results)
-    table = format_table(summary, judge_check)
+    table = format_table(summary, judge_check, ceiling)
     plot_comparison(summary, out_dir / 'comparison.png')
     plot_spectrograms(results, data_dir, out_dir / 'spectrograms.png')
     (out_dir / 'table.md').write_text(table + '\n')
-    (out_dir / 'results.json').write_text(json.dumps({'judge_check': judge_check, 'runs': results,
+    (out_dir / 'results.json').write_text(json.dumps({'judge_check': judge_check, 'codec_ceiling': ceiling, 'runs': results,
                                                       'summary': summary, 'timings_s': timings}, indent=1))
     print('\n' + table + '\n')
     print('Stage wall times: ' + ', '.join(f"{k} {v:.0f} s" for k, v in timings.items()) +
