@@ -26,6 +26,8 @@ import re
 import typing as tp
 from pathlib import Path
 
+from rr_audiocraft.data.synth import datasource_overrides
+
 from ._explorers import RRJudgeExplorer
 from .rr_ablation import TABLE1, row
 
@@ -44,8 +46,7 @@ def data_overrides(root: tp.Optional[str]) -> tp.List[str]:
         if not (egs / split / 'data.jsonl').is_file():
             raise FileNotFoundError(f"RR_TINY_DATA={root}: no {egs / split / 'data.jsonl'}; write the benchmark "
                                     f"with `python -m rr_audiocraft.data.synth {root}`")
-    return [f'datasource.train={egs}/train', f'datasource.valid={egs}/valid',
-            f'datasource.evaluate={egs}/test', f'datasource.generate={egs}/test']
+    return datasource_overrides(egs.parent)
 
 
 def compression_checkpoint(value: str) -> str:

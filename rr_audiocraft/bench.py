@@ -63,6 +63,8 @@ from pathlib import Path
 
 import torch
 
+from .data.synth import datasource_overrides
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -92,12 +94,6 @@ def _compose(overrides: tp.List[str]):
     return main.get_xp(overrides)
 
 
-def _datasource_overrides(data_dir: Path) -> tp.List[str]:
-    egs = data_dir / 'egs'
-    return [f'datasource.train={egs}/train', f'datasource.valid={egs}/valid',
-            f'datasource.evaluate={egs}/test', f'datasource.generate={egs}/test']
-
-
 def build_compression_checkpoint(data_dir: Path, bins: int, path: Path, num_clips: int = 8,
                                  seconds: float = 2.0) -> Path:
     """Write an AudioCraft compression checkpoint: tiny EnCodec, RVQ k-means-initialised on real clips.
@@ -114,7 +110,7 @@ def build_compression_checkpoint(data_dir: Path, bins: int, path: Path, num_clip
     import soundfile
     from audiocraft.models.builders import get_compression_model
 
-    xp = _compose(['solver=rr_compression/tiny', f'rvq.bins={bins}', *_datasource_overrides(data_dir)])
+    xp = _compose(['solver=rr_compression/tiny', f'rvq.bins={bins}', *datasource_overrides(data_dir)])
     cfg = xp.cfg
     model = get_compression_model(cfg)
     wavs = []
@@ -319,7 +315,7 @@ def bench_steps(size: str, data_dir: Path, compression_checkpoint: str, args) ->
     lm = SIZES[size]
     overrides = [
         'solver=rr_audiogen/tiny', f'compression_model_checkpoint={compression_checkpoint}',
-        *_datasource_overrides(data_dir),
+        *datasource_overrides(data_dir),
         f'device={args.device}', f'num_threads={args.threads}',
         f'transformer_lm.dim={lm["dim"]}', f'transformer_lm.num_heads={lm["num_heads"]}',
         f'transformer_lm.num_layers={lm["num_layers"]}', f'transformer_lm.card={lm["card"]}',

@@ -20,6 +20,7 @@ import typing as tp
 from pathlib import Path
 
 from . import REPO_ROOT
+from .data.synth import datasource_overrides, load_clips
 
 DEFAULT_DATA = REPO_ROOT / 'data' / 'synth'
 DEFAULT_OUT = REPO_ROOT / 'demo_out'
@@ -44,12 +45,6 @@ def data_stage(data_dir: Path, num_clips: int, seed: int) -> None:
     stamp.write_text(json.dumps(wanted))
 
 
-def datasource_overrides(data_dir: Path) -> tp.List[str]:
-    egs = data_dir / 'egs'
-    return [f'datasource.train={egs}/train', f'datasource.valid={egs}/valid',
-            f'datasource.evaluate={egs}/test', f'datasource.generate={egs}/test']
-
-
 def run_dora(overrides: tp.List[str], stage: str) -> str:
     """`dora run` one XP (resumed if it was interrupted), its output in the XP folder; returns the sig."""
     import subprocess
@@ -70,7 +65,7 @@ def run_dora(overrides: tp.List[str], stage: str) -> str:
     return xp.sig
 
 
-def judge_stage(data_dir: Path) -> tp.Any:
+def judge_stage(data_dir: Path, wavs: tp.List[tp.Any], truths: tp.List[dict]) -> tp.Any:
     from .metrics.judge import Judge
     path = data_dir / 'judge.pt'
     judge = None
@@ -84,7 +79,6 @@ def judge_stage(data_dir: Path) -> tp.Any:
         log('judge', "fitting the judge on the training audio")
         judge = Judge.fit(data_dir / 'egs' / 'train')
         judge.save(path)
-    wavs, truths = load_split(data_dir, 'test')
     check = judge.self_check(wavs, truths)
     log('judge', f"self-check on {check['num_clips']} held-out reference clips: count acc "
                  f"{check['count_acc']:.3f}, source F1 {check['source_f1']:.3f}, order acc {check['order_acc']:.3f}")
@@ -94,7 +88,7 @@ def judge_stage(data_dir: Path) -> tp.Any:
     return judge, check
 
 
-def codec_ceiling(compression_sig: str, judge: tp.Any, data_dir: Path) -> dict:
+def codec_ceiling(compression_sig: str, judge: tp.Any, wavs: tp.List[tp.Any], truths: tp.List[dict]) -> dict:
     """Judge the test references after a round trip through the EnCodec the LMs train on.
 
     No LM can beat its codec: these numbers bound what generation can reach, and when the codec does
@@ -102,7 +96,6 @@ def codec_ceiling(compression_sig: str, judge: tp.Any, data_dir: Path) -> dict:
     """
     import torch
     from audiocraft.solvers.compression import CompressionSolver
-    wavs, truths = load_split(data_dir, 'test')
     model = CompressionSolver.model_from_checkpoint(f'//sig/{compression_sig}', device='cpu').eval()
     audio = torch.stack([torch.as_tensor(w).reshape(1, -1) for w in wavs])  # [N, 1, T]
     with torch.no_grad():
@@ -117,18 +110,6 @@ def codec_ceiling(compression_sig: str, judge: tp.Any, data_dir: Path) -> dict:
         log('encodec', "WARNING: the tiny EnCodec loses what the judge listens for: the judge metrics of generated "
                        "audio below cannot tell the LMs apart (train it longer: --encodec optim.epochs=N)")
     return ceiling
-
-
-def load_split(data_dir: Path, split: str) -> tp.Tuple[tp.List[tp.Any], tp.List[dict]]:
-    """Reference clips [T] (16 kHz) and sidecars of a split, in manifest order."""
-    import soundfile as sf
-    wavs, truths = [], []
-    for line in (data_dir / 'egs' / split / 'data.jsonl').read_text().splitlines():
-        path = Path(json.loads(line)['path'])
-        wav, _ = sf.read(path, dtype='float32')
-        wavs.append(wav)
-        truths.append(json.loads(path.with_suffix('.json').read_text()))
-    return wavs, truths
 
 
 def train_stage(data_dir: Path, compression_sig: str, seeds: tp.List[int], full: bool,
@@ -155,12 +136,11 @@ def row_of(cfg: tp.Any) -> tp.Tuple[str, float, float]:
     return (cfg.rr.pooling if weight > 0 else '–', float(cfg.classifier_free_guidance.training_dropout), weight)
 
 
-def generate_and_judge(sheeps: tp.List[tp.Any], judge: tp.Any, data_dir: Path, out_dir: Path,
-                       duration: float, gen_seed: int) -> tp.List[dict]:
+def generate_and_judge(sheeps: tp.List[tp.Any], judge: tp.Any, wavs: tp.List[tp.Any], truths: tp.List[dict],
+                       data_dir: Path, out_dir: Path, duration: float, gen_seed: int) -> tp.List[dict]:
     import soundfile as sf
     import torch
     from .models import RRAudioGen
-    wavs, truths = load_split(data_dir, 'test')
     captions = [truth['description'] for truth in truths]
     results = []
     for position, sheep in enumerate(sheeps, 1):
@@ -269,13 +249,13 @@ def plot_comparison(summary: tp.List[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_spectrograms(results: tp.List[dict], data_dir: Path, path: Path, num_captions: int = 4) -> None:
+def plot_spectrograms(results: tp.List[dict], wavs: tp.List[tp.Any], truths: tp.List[dict], path: Path,
+                      num_captions: int = 4) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import numpy as np
     import soundfile as sf
-    wavs, truths = load_split(data_dir, 'test')
     first_seed: tp.Dict[tuple, dict] = {}
     for result in sorted(results, key=lambda r: r['seed']):
         first_seed.setdefault(tuple(result['row']), result)
@@ -331,15 +311,18 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     timed('data', lambda: data_stage(data_dir, args.clips, seed=0))
     compression_sig = timed('encodec', lambda: run_dora(
         ['solver=rr_compression/tiny', *datasource_overrides(data_dir), *args.encodec], 'encodec'))
-    judge, judge_check = timed('judge', lambda: judge_stage(data_dir))
-    ceiling = timed('ceiling', lambda: codec_ceiling(compression_sig, judge, data_dir))
+    # Reference clips and ground truth of the held-out test split (16 kHz), read once.
+    test_wavs, test_truths, _ = load_clips(data_dir / 'egs' / 'test')
+    judge, judge_check = timed('judge', lambda: judge_stage(data_dir, test_wavs, test_truths))
+    ceiling = timed('ceiling', lambda: codec_ceiling(compression_sig, judge, test_wavs, test_truths))
     sheeps = timed('train', lambda: train_stage(data_dir, compression_sig, seeds, args.full, args.lm))
     duration = 4.0
-    results = timed('generate', lambda: generate_and_judge(sheeps, judge, data_dir, out_dir, duration, gen_seed=0))
+    results = timed('generate', lambda: generate_and_judge(sheeps, judge, test_wavs, test_truths, data_dir,
+                                                                 out_dir, duration, gen_seed=0))
     summary = summarise(results)
     table = format_table(summary, judge_check, ceiling)
     plot_comparison(summary, out_dir / 'comparison.png')
-    plot_spectrograms(results, data_dir, out_dir / 'spectrograms.png')
+    plot_spectrograms(results, test_wavs, test_truths, out_dir / 'spectrograms.png')
     (out_dir / 'table.md').write_text(table + '\n')
     (out_dir / 'results.json').write_text(json.dumps({'judge_check': judge_check, 'codec_ceiling': ceiling, 'runs': results,
                                                       'summary': summary, 'timings_s': timings}, indent=1))

@@ -7,15 +7,18 @@ import os
 import subprocess
 import sys
 import tempfile
-import typing as tp
 from pathlib import Path
 
 import pytest
+
 
 # RR_TEST_DIR keeps the session's data and XPs between runs (Dora resumes finished XPs at no cost).
 SESSION_DIR = Path(os.environ.get('RR_TEST_DIR') or tempfile.mkdtemp(prefix='rr_tests_'))
 os.environ['AUDIOCRAFT_DORA_DIR'] = str(SESSION_DIR / 'dora')
 os.environ.setdefault('PYTHONWARNINGS', 'ignore')
+
+from rr_audiocraft.data.synth import datasource_overrides  # noqa: E402,F401 (after the env: used by test files)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DORA = [sys.executable, '-m', 'dora', '-P', 'rr_audiocraft']
 
@@ -26,12 +29,6 @@ def run_dora(*args: str, timeout: float = 600, check: bool = True) -> subprocess
     if check and proc.returncode != 0:
         raise AssertionError(f"dora {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
-
-
-def datasource_overrides(data_dir: Path) -> tp.List[str]:
-    egs = Path(data_dir) / 'egs'
-    return [f'datasource.train={egs}/train', f'datasource.valid={egs}/valid',
-            f'datasource.evaluate={egs}/test', f'datasource.generate={egs}/test']
 
 
 def xp_dir(sig: str) -> Path:

@@ -554,6 +554,14 @@ def sidecar(spec: ClipSpec, caption: str, events: tp.Sequence[Event], name: str,
     return info
 
 
+def datasource_overrides(root: tp.Union[str, Path]) -> tp.List[str]:
+    """Hydra overrides pointing AudioCraft's datasource at a benchmark written by `generate_dataset`
+    (valid for validation; the held-out test split for evaluation and generation)."""
+    egs = Path(root) / 'egs'
+    return [f'datasource.train={egs}/train', f'datasource.valid={egs}/valid',
+            f'datasource.evaluate={egs}/test', f'datasource.generate={egs}/test']
+
+
 def generate_dataset(out_dir: tp.Union[str, Path], num_clips: int, seed: int,
                      duration: float = DEFAULT_DURATION,
                      sample_rate: int = DEFAULT_SAMPLE_RATE) -> tp.Dict[str, tp.List[Path]]:
