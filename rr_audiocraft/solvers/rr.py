@@ -9,9 +9,10 @@ Nothing of the stock step is rewritten: the stock `run_step` calls three hooks i
 in them.
   1. `_prepare_tokens_and_attributes`: the stock one draws the CFG dropout; the recording dropout of
      `RRLMModel` tells whether it dropped and keeps the original captions, which are encoded (no grad)
-     and pooled into T. The LM is told to capture its hidden states for this step. On dropped steps
-     a frozen encoder skips the nulled captions, whose output is all-masked anyway: one encoder pass
-     per step, as in stock (`_nulled_captions_skip_encoder`; `make bench` measures the cost).
+     and pooled into T. The LM is told to capture its hidden states for this step. With a frozen
+     encoder, dropped steps skip the stock pass over the nulled captions (all-masked anyway), and T
+     comes from `PooledTextCache`, filled by the stock pass of normal steps: once a caption has been
+     seen, its dropped steps run no encoder at all (`_stock_text_encoder_pass`; `make bench`).
   2. `_compute_cross_entropy`: the stock CE; on RR steps, A is pooled from the captured hidden states
      and λ·L_rr is added to what the stock step back-propagates.
   3. `run_step` (wrapping the stock one): `ce`/`ppl` are put back to the pure cross-entropy and the
@@ -36,7 +37,7 @@ from ..data.validate import validate_datasets
 from ..evaluation import check_evaluation_assets
 from ..models.builders import get_rr_lm_model
 from ..models.lm import RRLMModel
-from ..modules.text import HFTextConditioner, text_representation
+from ..modules.text import HFTextConditioner, PooledTextCache, text_representation
 from ..regularization import (POOLING_MODES, gather_with_grad, masked_pool, rr_loss,
                               similarity_correlation)
 
@@ -65,6 +66,9 @@ def validate_rr_config(cfg: omegaconf.DictConfig, world_size: int = 1) -> None:
         raise ValueError(f"rr.weight={weight!r} must be a finite number >= 0 (0 turns RR off)")
     if not isinstance(rr.gather, bool):
         raise ValueError(f"rr.gather={rr.gather!r} must be true or false")
+    text_cache = rr.get('text_cache', 0)
+    if isinstance(text_cache, bool) or not isinstance(text_cache, int) or text_cache < 0:
+        raise ValueError(f"rr.text_cache={text_cache!r} must be a whole number of captions >= 0 (0 turns the cache off)")
     conditioners = cfg.get('conditioners') or {}
     if rr.condition not in conditioners:
         raise ValueError(f"rr.condition={rr.condition!r} names no conditioner; allowed values: "
@@ -91,38 +95,66 @@ def _rr_lm_builder():
         stock_model_builders.get_lm_model = stock
 
 
-@contextlib.contextmanager
-def _nulled_captions_skip_encoder(lm: RRLMModel, condition: str):
-    """On CFG-dropped steps, give the nulled captions' cross-attention input without a text-encoder pass.
+def frozen_text_encoder(conditioner: tp.Any) -> bool:
+    """A T5 or HF conditioner whose only trainable part is `output_proj`.
 
-    CFG dropout nulls every caption of the batch; the stock conditioner then runs its text encoder over
-    the empty captions and multiplies the result by their all-zero mask. With a frozen encoder (only
-    `output_proj` trains) that pass cannot matter: `output_proj(zeros) * mask` has the stock values
-    (zeros), shape [B, T, D] and dtype, and `output_proj` still gets its (zero) gradients, so the
-    optimizer does exactly what it does in stock. RR encodes the original captions on these steps anyway
-    (for T), so the step keeps one encoder pass instead of two. T5 and our HF conditioner only: their
-    nulled batch is known to be all-masked, and the mask is `inputs['attention_mask']`.
+    Its encoder outputs are then a function of the caption alone, and its nulled (empty) captions are
+    known to be all-masked, with `inputs['attention_mask']` as the mask.
     """
-    conditioner = lm.condition_provider.conditioners[condition]
     projection = {id(p) for p in conditioner.output_proj.parameters()}
     frozen = all(id(p) in projection for p in conditioner.parameters() if p.requires_grad)
-    if not (isinstance(conditioner, (T5Conditioner, HFTextConditioner)) and frozen):
+    return isinstance(conditioner, (T5Conditioner, HFTextConditioner)) and frozen
+
+
+@contextlib.contextmanager
+def _stock_text_encoder_pass(lm: RRLMModel, condition: str,
+                             harvest: tp.Optional[tp.List[tp.Tuple[tp.List[tp.Any], torch.Tensor, torch.Tensor]]]):
+    """The stock step's text-encoder pass, made cheaper for RR with a frozen encoder (no-op otherwise).
+
+    On CFG-dropped steps, give the nulled captions' cross-attention input without an encoder pass:
+    CFG dropout nulls every caption of the batch, and the stock conditioner runs its encoder over the
+    empty captions only to multiply the result by their all-zero mask. With a frozen encoder that pass
+    cannot matter: `output_proj(zeros) * mask` has the stock values (zeros), shape [B, T, D] and dtype,
+    and `output_proj` still gets its (zero) gradients, so the optimizer does exactly what it does in
+    stock. RR needs the original captions on these steps anyway (for T).
+
+    On other steps the stock pass encodes the original captions, which is what T is made of: with
+    `harvest` a list, (captions, pre-projection outputs [B, T, Dt], mask [B, T]) is appended to it for
+    `PooledTextCache`. Not when T5 word dropout is active: the encoded text is then not the caption.
+    """
+    conditioner = lm.condition_provider.conditioners[condition]
+    if not frozen_text_encoder(conditioner):
         yield
         return
+    tokenized: tp.List[tp.Any] = []
+
+    def tokenize(texts):
+        tokenized[:] = list(texts)
+        return type(conditioner).tokenize(conditioner, texts)
 
     def forward(inputs):
-        if not lm.cfg_dropout.last_dropped:  # drawn for this step, before the conditioners run
+        if lm.cfg_dropout.last_dropped:  # drawn for this step, before the conditioners run
+            mask = inputs['attention_mask']
+            proj = conditioner.output_proj
+            zeros = torch.zeros(*mask.shape, proj.in_features, device=proj.weight.device, dtype=proj.weight.dtype)
+            return proj(zeros) * mask.unsqueeze(-1), mask
+        if harvest is None or (conditioner.training and getattr(conditioner, 'word_dropout', 0.) > 0):
             return type(conditioner).forward(conditioner, inputs)
-        mask = inputs['attention_mask']
-        proj = conditioner.output_proj
-        zeros = torch.zeros(*mask.shape, proj.in_features, device=proj.weight.device, dtype=proj.weight.dtype)
-        return proj(zeros) * mask.unsqueeze(-1), mask
+        captured: tp.List[torch.Tensor] = []
+        handle = conditioner.output_proj.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+        try:
+            out = type(conditioner).forward(conditioner, inputs)
+        finally:
+            handle.remove()
+        harvest.append((list(tokenized), captured[0], inputs['attention_mask']))
+        return out
 
-    conditioner.forward = forward  # instance attribute: nn.Module.__call__ finds it before the class's
+    # Instance attributes: attribute lookup finds them before the class's methods.
+    conditioner.tokenize, conditioner.forward = tokenize, forward
     try:
         yield
     finally:
-        del conditioner.forward
+        del conditioner.tokenize, conditioner.forward
 
 
 def check_finite_rr_inputs(text: torch.Tensor, audio: torch.Tensor, across_ranks: bool, epoch: int) -> None:
@@ -152,6 +184,9 @@ class RRSolverMixin:
         self._rr_text: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None
         self._rr_metrics: tp.Dict[str, torch.Tensor] = {}
         self._rr_pure_ce: tp.Optional[torch.Tensor] = None
+        # Pooled T per caption; used only with a frozen T5/HF encoder (`frozen_text_encoder`).
+        text_cache = cfg.rr.get('text_cache', 0)
+        self._rr_text_cache = PooledTextCache(text_cache, cfg.rr.pooling) if text_cache else None
         super().__init__(cfg)  # type: ignore
 
     def build_model(self) -> None:
@@ -192,21 +227,30 @@ class RRSolverMixin:
         raise RuntimeError("RR solver: the model is not an RRLMModel")
 
     def _prepare_tokens_and_attributes(self, batch, check_synchronization_points: bool = False):
-        with (_nulled_captions_skip_encoder(self.rr_lm, self.cfg.rr.condition)  # type: ignore
+        cache = self._rr_text_cache if self.is_training else None  # type: ignore
+        harvest: tp.Optional[list] = [] if cache is not None else None
+        with (_stock_text_encoder_pass(self.rr_lm, self.cfg.rr.condition, harvest)  # type: ignore
               if self.is_training else contextlib.nullcontext()):  # type: ignore
             out = super()._prepare_tokens_and_attributes(batch, check_synchronization_points)  # type: ignore
         self._rr_text, self._rr_metrics, self._rr_pure_ce = None, {}, None
         if not self.is_training:  # type: ignore
             return out
         lm, rr = self.rr_lm, self.cfg.rr  # type: ignore
+        for captions, embeddings, mask in harvest or []:
+            cache.add(captions, embeddings, mask)  # type: ignore
         dropped = bool(lm.cfg_dropout.last_dropped)
         self._rr_metrics['cfg_dropped'] = torch.tensor(float(dropped))
         if dropped or rr.apply_on == 'all':
             captions = [attr.text.get(rr.condition) for attr in lm.cfg_dropout.last_original]
             conditioner = lm.condition_provider.conditioners[rr.condition]
-            embeddings, mask = text_representation(conditioner, captions)
-            # Empty captions (all-False mask) have no meaning to compare: left out of the pairs.
-            self._rr_text = masked_pool(embeddings, mask, rr.pooling), mask.any(dim=1)
+            # Empty captions (all-False mask) have no meaning to compare: `keep` leaves them out of the pairs.
+            if cache is not None and frozen_text_encoder(conditioner):
+                text, keep, hits = cache.lookup(conditioner, captions)
+                self._rr_metrics['rr_text_cached'] = torch.tensor(hits / len(captions))
+            else:
+                embeddings, mask = text_representation(conditioner, captions)
+                text, keep = masked_pool(embeddings, mask, rr.pooling), mask.any(dim=1)
+            self._rr_text = text, keep
             lm.capture_hidden = True
         return out
 
