@@ -54,7 +54,7 @@ def validate_rr_config(cfg: omegaconf.DictConfig, world_size: int = 1) -> None:
                          "on, as //sig/SIG of a compression XP, //pretrained/NAME or a checkpoint path")
     rr = cfg.get('rr')
     if rr is None:
-        raise ValueError("RR solver needs an `rr` config group (keys: weight, pooling, apply_on, gather, "
+        raise ValueError("RR solver needs an `rr` config group (keys: weight, pooling, apply_on, gather, text_cache, "
                          "condition)")
     if rr.pooling not in POOLING_MODES:
         raise ValueError(f"rr.pooling={rr.pooling!r} is not supported; allowed values: {list(POOLING_MODES)}")
