@@ -5,6 +5,7 @@ AudioCraft text conditioner (T5, LUT, and the HF one below) runs `encoder -> out
 the input of `output_proj` is that representation whatever the encoder is; `text_representation`
 reads it there with a forward pre-hook instead of special-casing each conditioner type.
 """
+import contextlib
 import logging
 import typing as tp
 from pathlib import Path
@@ -17,6 +18,21 @@ from audiocraft.modules.conditioners import ConditionType, TextConditioner
 from ..regularization import masked_pool
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def projection_input(conditioner: TextConditioner) -> tp.Iterator[tp.List[torch.Tensor]]:
+    """Collect what the conditioner feeds `output_proj` (T before pooling, [B, T, Dt]) while inside.
+
+    Every AudioCraft text conditioner runs `encoder -> output_proj -> mask`, so this reads the text
+    representation of any of them, from our own pass (`text_representation`) or from the stock one.
+    """
+    captured: tp.List[torch.Tensor] = []
+    handle = conditioner.output_proj.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()
 
 
 @torch.no_grad()
@@ -33,20 +49,14 @@ def text_representation(conditioner: TextConditioner,
     Returns:
         tuple: embeddings [B, T, Dt] (float32, detached) and boolean mask [B, T].
     """
-    captured: tp.List[torch.Tensor] = []
-
-    def grab(_module, args):
-        captured.append(args[0])
-
-    handle = conditioner.output_proj.register_forward_pre_hook(grab)
     # Eval mode: the original captions as written (T5's word dropout off), and no RNG draw that
     # would shift the training run's random stream.
     was_training = conditioner.training
     conditioner.train(False)
     try:
-        _, mask = conditioner(conditioner.tokenize(list(texts)))
+        with projection_input(conditioner) as captured:
+            _, mask = conditioner(conditioner.tokenize(list(texts)))
     finally:
-        handle.remove()
         conditioner.train(was_training)
     if len(captured) != 1:
         raise RuntimeError(f"RR: {type(conditioner).__name__} did not call output_proj exactly once; "
@@ -77,10 +87,6 @@ class PooledTextCache:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def missing(self, captions: tp.Sequence[tp.Optional[str]]) -> tp.List[str]:
-        """Distinct captions of a batch that are not cached, in first-seen order."""
-        return list(dict.fromkeys(c or '' for c in captions if (c or '') not in self.entries))
-
     def add(self, captions: tp.Sequence[tp.Optional[str]], embeddings: torch.Tensor, mask: torch.Tensor) -> None:
         """Pool and keep the encoder outputs of captions not cached yet, while there is room.
 
@@ -94,15 +100,21 @@ class PooledTextCache:
             key = caption or ''
             if key not in self.entries and key not in new and len(self.entries) + len(new) < self.capacity:
                 new[key] = i
-        if not new:
-            return
-        index = torch.tensor(list(new.values()), device=embeddings.device)
-        rows_mask = mask[index].bool()
-        pooled = masked_pool(embeddings[index].detach().float(), rows_mask, self.pooling).cpu()
+        if new:
+            index = torch.tensor(list(new.values()), device=embeddings.device)
+            self._keep(list(new), *self._pool(embeddings[index], mask[index]))
+
+    def _pool(self, embeddings: torch.Tensor, mask: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """Pooled T [B, Dt] (float32, CPU) and whether each caption has a valid token [B]."""
+        mask = mask.bool()
+        return masked_pool(embeddings.detach().float(), mask, self.pooling).cpu(), mask.any(dim=1).cpu()
+
+    def _keep(self, keys: tp.Sequence[str], pooled: torch.Tensor, valid: torch.Tensor) -> None:
         finite = torch.isfinite(pooled).all(dim=1)
-        for row, key in enumerate(new):
-            if finite[row]:  # a non-finite T is never kept: the step's check stops on it, once
-                self.entries[key] = pooled[row] if bool(rows_mask[row].any()) else None
+        for row, key in enumerate(keys):
+            room = len(self.entries) < self.capacity
+            if room and key not in self.entries and finite[row]:  # a non-finite T is never kept: the
+                self.entries[key] = pooled[row] if valid[row] else None  # step's check stops on it, once
 
     def lookup(self, conditioner: TextConditioner, captions: tp.Sequence[tp.Optional[str]]
                ) -> tp.Tuple[torch.Tensor, torch.Tensor, int]:
@@ -117,16 +129,12 @@ class PooledTextCache:
         hits = sum(k in found for k in keys)
         missing = [k for k in dict.fromkeys(keys) if k not in found]
         if missing:
-            embeddings, mask = text_representation(conditioner, missing)
-            self.add(missing, embeddings, mask)
-            pooled = masked_pool(embeddings, mask, self.pooling)
-            found.update({k: pooled[i] if bool(mask[i].any()) else None for i, k in enumerate(missing)})
-        width = next((v.shape[-1] for v in found.values() if v is not None), None)
+            pooled, valid = self._pool(*text_representation(conditioner, missing))
+            self._keep(missing, pooled, valid)
+            found.update({k: pooled[i] if valid[i] else None for i, k in enumerate(missing)})
+        zero = torch.zeros(conditioner.output_proj.in_features)  # T is output_proj's input
         device = conditioner.output_proj.weight.device
-        if width is None:  # every caption of the batch is empty
-            width = conditioner.output_proj.in_features
-        zero = torch.zeros(width)
-        text = torch.stack([zero if found[k] is None else found[k].cpu() for k in keys]).to(device)
+        text = torch.stack([zero if found[k] is None else found[k] for k in keys]).to(device)
         keep = torch.tensor([found[k] is not None for k in keys], device=device)
         return text, keep, hits
 

@@ -37,7 +37,7 @@ from ..data.validate import validate_datasets
 from ..evaluation import check_evaluation_assets
 from ..models.builders import get_rr_lm_model
 from ..models.lm import RRLMModel
-from ..modules.text import HFTextConditioner, PooledTextCache, text_representation
+from ..modules.text import HFTextConditioner, PooledTextCache, projection_input, text_representation
 from ..regularization import (POOLING_MODES, gather_with_grad, masked_pool, rr_loss,
                               similarity_correlation)
 
@@ -140,12 +140,8 @@ def _stock_text_encoder_pass(lm: RRLMModel, condition: str,
             return proj(zeros) * mask.unsqueeze(-1), mask
         if harvest is None or (conditioner.training and getattr(conditioner, 'word_dropout', 0.) > 0):
             return type(conditioner).forward(conditioner, inputs)
-        captured: tp.List[torch.Tensor] = []
-        handle = conditioner.output_proj.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
-        try:
+        with projection_input(conditioner) as captured:
             out = type(conditioner).forward(conditioner, inputs)
-        finally:
-            handle.remove()
         harvest.append((list(tokenized), captured[0], inputs['attention_mask']))
         return out
 
