@@ -88,11 +88,50 @@ def judge_stage(data_dir: Path, wavs: tp.List[tp.Any], truths: tp.List[dict]) ->
     return judge, check
 
 
+# Bands of the codec's round-trip error report (Hz): the judge's mel features span 20 Hz - 8 kHz.
+BAND_EDGES = (0., 1000., 2000., 4000., 8000.)
+
+
+def band_error_db(reference: tp.Any, decoded: tp.Any, sample_rate: int,
+                  edges: tp.Sequence[float] = BAND_EDGES) -> tp.Dict[str, tp.Optional[float]]:
+    """Energy of a round trip's error relative to the reference's, per frequency band, in dB.
+
+    -20 dB: the band comes through with 1 % of its energy wrong; 0 dB: the error is as large as the
+    band itself, i.e. nothing of it comes through (or all of it comes back in the wrong place).
+
+    Args:
+        reference: clips [N, T] (torch tensor or numpy array).
+        decoded: the same clips after the round trip, [N, T].
+        sample_rate: their sample rate; bands above its Nyquist frequency are left out.
+        edges: band edges in Hz, increasing.
+    Returns:
+        dict 'LOW-HIGH Hz' -> dB, None for a band with no reference energy.
+    """
+    import numpy as np
+    reference, decoded = np.asarray(reference, dtype=np.float64), np.asarray(decoded, dtype=np.float64)
+    if reference.shape != decoded.shape or reference.ndim != 2:
+        raise ValueError(f"band_error_db: expected two [N, T] batches of the same shape, got {reference.shape} "
+                         f"and {decoded.shape}.")
+    freqs = np.fft.rfftfreq(reference.shape[-1], 1 / sample_rate)
+    reference_power = (np.abs(np.fft.rfft(reference)) ** 2).sum(0)
+    error_power = (np.abs(np.fft.rfft(decoded - reference)) ** 2).sum(0)
+    bands: tp.Dict[str, tp.Optional[float]] = {}
+    for low, high in zip(edges[:-1], edges[1:]):
+        if low >= sample_rate / 2:
+            break
+        in_band = (freqs >= low) & (freqs < high)
+        energy = reference_power[in_band].sum()
+        bands[f"{low:g}-{high:g} Hz"] = float(10 * np.log10(error_power[in_band].sum() / energy)) if energy > 0 else None
+    return bands
+
+
 def codec_ceiling(compression_sig: str, judge: tp.Any, wavs: tp.List[tp.Any], truths: tp.List[dict]) -> dict:
     """Judge the test references after a round trip through the EnCodec the LMs train on.
 
     No LM can beat its codec: these numbers bound what generation can reach, and when the codec does
-    not reconstruct, the judge metrics of generated audio mean nothing about the LMs.
+    not reconstruct, the judge metrics of generated audio mean nothing about the LMs. Beside the
+    judge's metrics it reports what goes wrong: the error per frequency band and the sources the
+    judge hears that are not there (or misses).
     """
     import torch
     from audiocraft.solvers.compression import CompressionSolver
@@ -101,14 +140,25 @@ def codec_ceiling(compression_sig: str, judge: tp.Any, wavs: tp.List[tp.Any], tr
     with torch.no_grad():
         codes, scale = model.encode(audio)
         decoded = model.decode(codes, scale)[..., :audio.shape[-1]]
-    ceiling = judge.self_check(list(decoded[:, 0].numpy()), truths)
+    predictions = judge.predict(list(decoded[:, 0].numpy()))
+    ceiling = judge.score(predictions, truths)
     ceiling['relative_mse'] = float(((decoded - audio) ** 2).mean() / (audio ** 2).mean())
+    ceiling['band_error_db'] = band_error_db(audio[:, 0], decoded[:, 0], model.sample_rate)
+    ceiling.update(judge.source_errors(predictions, truths))
     log('encodec', f"judge on the test references after the codec round trip (the ceiling for any LM): count acc "
                    f"{ceiling['count_acc']:.3f}, source F1 {ceiling['source_f1']:.3f}; relative MSE "
                    f"{ceiling['relative_mse']:.3f}")
+    log('encodec', "round-trip error vs reference energy per band (0 dB: nothing of the band comes through): " +
+        ', '.join(f"{band} {'n/a' if db is None else f'{db:.1f} dB'}" for band, db in ceiling['band_error_db'].items()))
+    num = len(predictions)
+    for key, what in (('heard_absent', 'heard but not there'), ('missed', 'missed')):
+        if ceiling[key]:
+            log('encodec', f"sources the judge {what} after the round trip: " +
+                ', '.join(f"{source} in {n}/{num}" for source, n in ceiling[key].items()))
     if ceiling['count_acc'] < 0.9 or ceiling['source_f1'] < 0.9:
         log('encodec', "WARNING: the tiny EnCodec loses what the judge listens for: the judge metrics of generated "
-                       "audio below cannot tell the LMs apart (train it longer: --encodec optim.epochs=N)")
+                       "audio below cannot tell the LMs apart (train it longer: --encodec optim.epochs=N; see "
+                       "docs/tiny-encodec.md)")
     return ceiling
 
 
@@ -287,6 +337,9 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     parser.add_argument('--encodec', nargs='*', default=['optim.epochs=6'],
                         help="extra overrides of the tiny EnCodec XP (solver=rr_compression/tiny)")
     parser.add_argument('--lm', nargs='*', default=['optim.epochs=3', 'optim.updates_per_epoch=50',
+                                                    # 50 batches of 8 random segments per epoch (stock ends an
+                                                    # epoch early when its loader runs out)
+                                                    'dataset.train.num_samples=400',
                                                     # the stock last-epoch generate stage: one short sample
                                                     'dataset.generate.num_samples=1', 'dataset.generate.batch_size=1',
                                                     'generate.lm.gen_duration=1'],

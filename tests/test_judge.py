@@ -139,3 +139,20 @@ def test_bad_inputs(judge_and_data, tmp_path):
         Judge.fit(tmp_path)
     with pytest.raises(FileNotFoundError):
         Judge.fit(tmp_path / 'missing')
+
+
+def test_source_errors_say_what_was_heard_wrongly():
+    truths = [{'sources': ['bell'], 'count': 1}, {'sources': ['kick', 'hum'], 'count': 2},
+              {'sources': ['clap'], 'count': 3}]
+    predictions = [{'sources': ['bell', 'noise'], 'count': 1}, {'sources': ['noise'], 'count': 2},
+                   {'sources': ['clap', 'hum', 'noise'], 'count': 1}]
+    errors = Judge.source_errors(predictions, truths)
+    assert errors == {'heard_absent': {'noise': 3, 'hum': 1}, 'missed': {'hum': 1, 'kick': 1}}
+    assert list(errors['heard_absent']) == ['noise', 'hum']  # most frequent first
+    # 2 true positives (bell, clap), 4 heard but absent, 2 missed.
+    metrics = Judge.score(predictions, truths)
+    assert metrics['num_clips'] == 3
+    assert metrics['count_acc'] == pytest.approx(2 / 3)
+    assert metrics['source_f1'] == pytest.approx(2 * 2 / (2 * 2 + 4 + 2))
+    with pytest.raises(ValueError, match='2 clips but 3 ground truths'):
+        Judge.source_errors(predictions[:2], truths)

@@ -189,6 +189,10 @@ def test_weight_zero_trains_exactly_like_the_stock_solver(base_overrides):
     ('dataset.batch_size=1', "rr.weight=3.0 needs at least 2 samples per step"),
     ('rr.condition=lyrics', "rr.condition='lyrics' names no conditioner; allowed values: ['description']"),
     ('rr.text_cache=-1', "rr.text_cache=-1 must be a whole number of captions >= 0"),
+    # Stock would silently end each epoch after 10 of the 50 updates (80 segments / 8 per batch).
+    ('optim.updates_per_epoch=50', "optim.updates_per_epoch=50 but the train loader ends after 10 batches "
+                                   "(dataset.train.num_samples=80 at dataset.batch_size=8): every epoch would stop "
+                                   "there and train 20 steps instead of 100. Set dataset.train.num_samples=400"),
 ])
 def test_bad_rr_settings_fail_before_anything_is_built(base_overrides, override, message, monkeypatch):
     from audiocraft.solvers.musicgen import MusicGenSolver

@@ -644,11 +644,43 @@ class Judge:
             dict: source_f1, count_acc, order_acc ("then" clips; NaN if none), relation_acc,
             num_clips.
         """
-        predictions = self.predict(reference_wavs, sample_rate)
+        return self.score(self.predict(reference_wavs, sample_rate), truths)
+
+    @classmethod
+    def score(cls, predictions: tp.Sequence[tp.Mapping[str, tp.Any]],
+              truths: tp.Sequence[tp.Mapping[str, tp.Any]]) -> tp.Dict[str, float]:
+        """`self_check`'s metrics of predictions made already (e.g. to also read `source_errors`)."""
         _check_truths(truths, len(predictions))
-        metrics = self._accuracies(predictions, truths)
+        metrics = cls._accuracies(predictions, truths)
         metrics['num_clips'] = len(predictions)
         return metrics
+
+    @staticmethod
+    def source_errors(predictions: tp.Sequence[tp.Mapping[str, tp.Any]],
+                      truths: tp.Sequence[tp.Mapping[str, tp.Any]]) -> tp.Dict[str, tp.Dict[str, int]]:
+        """Which sources the judge gets wrong, and in how many clips.
+
+        A low source F1 alone does not say whether a degraded clip lost its sources or gained ones
+        it never had (a codec's hiss heard as `noise`, its rumble as `hum`); these counts do.
+
+        Returns:
+            dict with `heard_absent` (source -> clips where it was heard but is not in the truth)
+            and `missed` (source -> clips where it is in the truth but was not heard), each sorted
+            by count, most frequent first.
+        """
+        _check_truths(truths, len(predictions))
+        heard_absent: tp.Dict[str, int] = {}
+        missed: tp.Dict[str, int] = {}
+        for prediction, truth in zip(predictions, truths):
+            predicted, expected = set(prediction['sources']), set(truth['sources'])
+            for source in predicted - expected:
+                heard_absent[source] = heard_absent.get(source, 0) + 1
+            for source in expected - predicted:
+                missed[source] = missed.get(source, 0) + 1
+
+        def by_count(counts: tp.Dict[str, int]) -> tp.Dict[str, int]:
+            return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+        return {'heard_absent': by_count(heard_absent), 'missed': by_count(missed)}
 
     def report(self, generated_wavs: Wavs, truths: tp.Sequence[tp.Mapping[str, tp.Any]],
                reference_wavs: Wavs, sample_rate: int = SAMPLE_RATE,

@@ -185,6 +185,23 @@ class RRSolverMixin:
         self._rr_text_cache = PooledTextCache(text_cache, cfg.rr.pooling) if text_cache else None
         super().__init__(cfg)  # type: ignore
 
+    def build_dataloaders(self) -> None:
+        super().build_dataloaders()  # type: ignore
+        # Stock ends an epoch when the train loader runs out, even before optim.updates_per_epoch: the run
+        # would then train fewer steps (and see fewer CFG-dropped steps) than configured, and say nothing.
+        cfg = self.cfg  # type: ignore
+        wanted, loader = cfg.optim.updates_per_epoch, self.dataloaders.get('train')  # type: ignore
+        if wanted and loader is not None and len(loader) < wanted:
+            items = len(loader.dataset)  # num_samples random segments, or the files once when it is unset
+            source = (f"dataset.train.num_samples={items}" if cfg.dataset.train.get('num_samples')
+                      else f"one pass over the {items} training files")
+            raise ValueError(
+                f"optim.updates_per_epoch={wanted} but the train loader ends after {len(loader)} batches ({source} "
+                f"at dataset.batch_size={cfg.dataset.batch_size}): every epoch would stop there and train "
+                f"{len(loader) * cfg.optim.epochs} steps instead of {wanted * cfg.optim.epochs}. Set "
+                f"dataset.train.num_samples={math.ceil(items * wanted / len(loader))} (random segments, as the stock "
+                f"recipes do) or optim.updates_per_epoch={len(loader)}.")
+
     def build_model(self) -> None:
         def mismatch() -> tp.Optional[str]:
             # Stock asserts this with a tuple for a message (and not at all under `python -O`): say it once.
