@@ -215,3 +215,12 @@ def test_batch_of_one_is_fine_without_rr(base_overrides):
     validate_rr_config(cfg, world_size=4)  # 4 ranks of 1 sample, gathered: 4 samples form pairs
     with pytest.raises(ValueError, match='set rr.gather=true'):
         validate_rr_config(OmegaConf.merge(cfg, {'rr': {'gather': False}}), world_size=4)
+
+
+def test_batches_read_back_from_the_cache_are_not_held_to_the_loader_length(base_overrides, tmp_path):
+    # Stock sizes the loader of cached batches (cache.path, cache.write=false) to updates_per_epoch itself:
+    # the check of the train loader's length must not stop such a run.
+    solver = build_solver(base_overrides + ['optim.updates_per_epoch=50', f'cache.path={tmp_path}',
+                                            'cache.write=false'])
+    assert solver.dataloaders['train'] is solver._cached_batch_loader
+    assert len(solver.dataloaders['original_train']) == 10 < 50
