@@ -150,11 +150,10 @@ def codec_ceiling(compression_sig: str, judge: tp.Any, wavs: tp.List[tp.Any], tr
                    f"{ceiling['relative_mse']:.3f}")
     log('encodec', "round-trip error vs reference energy per band (0 dB: nothing of the band comes through): " +
         ', '.join(f"{band} {'n/a' if db is None else f'{db:.1f} dB'}" for band, db in ceiling['band_error_db'].items()))
-    num = len(predictions)
     for key, what in (('heard_absent', 'heard but not there'), ('missed', 'missed')):
         if ceiling[key]:
             log('encodec', f"sources the judge {what} after the round trip: " +
-                ', '.join(f"{source} in {n}/{num}" for source, n in ceiling[key].items()))
+                ', '.join(f"{source} in {n}/{ceiling['num_clips']}" for source, n in ceiling[key].items()))
     if ceiling['count_acc'] < 0.9 or ceiling['source_f1'] < 0.9:
         log('encodec', "WARNING: the tiny EnCodec loses what the judge listens for: the judge metrics of generated "
                        "audio below cannot tell the LMs apart (train it longer: --encodec optim.epochs=N; see "

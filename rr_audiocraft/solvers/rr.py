@@ -191,8 +191,9 @@ class RRSolverMixin:
         # would then train fewer steps (and see fewer CFG-dropped steps) than configured, and say nothing.
         cfg = self.cfg  # type: ignore
         wanted, loader = cfg.optim.updates_per_epoch, self.dataloaders.get('train')  # type: ignore
-        # Batches read back from `cache.path` come from a loader stock sizes to updates_per_epoch itself.
-        reads_cached_batches = bool(cfg.get('cache', {}).get('path')) and not cfg.cache.get('write', False)
+        # Batches read back from `cache.path` come from a loader stock sizes to updates_per_epoch itself
+        # (MusicGenSolver swaps it in on this same condition once the model is built).
+        reads_cached_batches = bool(cfg.cache.path) and not cfg.cache.write
         if wanted and loader is not None and not reads_cached_batches and len(loader) < wanted:
             items = len(loader.dataset)  # num_samples random segments, or the files once when it is unset
             source = (f"dataset.train.num_samples={items}" if cfg.dataset.train.get('num_samples')
