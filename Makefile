@@ -2,12 +2,16 @@
 PY := .venv/bin/python
 export PYTHONWARNINGS ?= ignore::UserWarning
 
-.PHONY: install demo test test-stock bench grid-local clean
+.PHONY: install codec demo test test-stock bench grid-local clean
 
 install:  ## build .venv/ (CPU torch, stock AudioCraft 1.3.0 editable, ffmpeg, this package)
 	bash scripts/install.sh
 
-demo: install  ## the embedded default: miniature Table 1, offline (FULL=1: all nine rows)
+codec: install  ## retrain the shipped EnCodec (assets/encodec_synth_8khz) from nothing: ~80 min on 2 cores, resumes
+	$(PY) -m rr_audiocraft.codec train
+
+demo: install  ## the embedded default: miniature Table 1, offline (FULL=1: all nine rows; CODEC=train: retrain the codec first)
+	$(if $(filter train,$(CODEC)),$(PY) -m rr_audiocraft.codec train,$(PY) -m rr_audiocraft.codec verify)
 	$(PY) -m rr_audiocraft.demo $(if $(FULL),--full,)
 
 test: install  ## the test suite (CPU; CI runs this)

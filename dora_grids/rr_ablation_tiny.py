@@ -13,8 +13,9 @@ built, so give the same ones to every command that looks at the grid):
 - RR_TINY_DATA: root of the synthetic benchmark (holds egs/{train,valid,test}), e.g. the output of
   `python -m rr_audiocraft.data.synth data/synth`. Default: the `rr_synth` dset's relative paths
   (data/synth/egs/..., relative to where dora runs).
-- RR_TINY_COMPRESSION: the tiny EnCodec the LMs train on: a signature (`415f0b3d` or `//sig/415f0b3d`)
-  or a checkpoint path. Default: the grid trains one first (`solver=rr_compression/tiny`, its first XP).
+- RR_TINY_COMPRESSION: the EnCodec the LMs train on: a signature (`415f0b3d` or `//sig/415f0b3d`), a
+  checkpoint path or `//pretrained/PATH`. Default: the shipped codec (`rr_audiogen/tiny`'s default,
+  assets/encodec_synth_8khz, built by `make codec`).
 - RR_TINY_SEEDS: comma-separated seeds (default `0,1,2`).
 - RR_TINY_EPOCHS: LM epochs (default: `rr_audiogen/tiny`'s).
 - RR_TINY_FULL: `1` for the nine Table 1 rows.
@@ -32,7 +33,6 @@ from ._explorers import RRJudgeExplorer
 from .rr_ablation import TABLE1, row
 
 SOLVER = 'rr_audiogen/tiny'
-COMPRESSION_SOLVER = 'rr_compression/tiny'
 # Default comparison: (pooling, CFG ratio, λ) — no RR vs the paper's best RR row.
 DEFAULT_ROWS: tp.List[tp.Tuple[tp.Optional[str], float, float]] = [(None, 0.1, 0.), ('max', 0.1, 3.)]
 
@@ -69,16 +69,9 @@ def explorer(launcher):
     env = os.environ
     data = data_overrides(env.get('RR_TINY_DATA'))
     compression = env.get('RR_TINY_COMPRESSION')
-    if compression:
-        compression = compression_checkpoint(compression)
-    else:
-        # The tiny EnCodec is part of the grid: its signature is known before it runs.
-        from rr_audiocraft.train import main
-        argv = [f'solver={COMPRESSION_SOLVER}'] + data
-        compression = f'//sig/{main.get_xp(argv).sig}'
-        launcher(argv)
-
-    lm = launcher.bind([f'solver={SOLVER}', f'compression_model_checkpoint={compression}'] + data)
+    # Unset: the solver config's default, the shipped codec (no override, so no path in the signatures).
+    codec = [f'compression_model_checkpoint={compression_checkpoint(compression)}'] if compression else []
+    lm = launcher.bind([f'solver={SOLVER}'] + codec + data)
     if env.get('RR_TINY_EPOCHS'):
         lm.bind_({'optim.epochs': int(env['RR_TINY_EPOCHS'])})
     lm.bind_(env.get('RR_TINY_OVERRIDES', '').split())

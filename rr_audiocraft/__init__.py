@@ -1,5 +1,6 @@
 """rr-audiocraft: representation similarity regularisation (arXiv 2309.08773) for AudioCraft LMs."""
 import getpass
+import logging
 import os
 from pathlib import Path
 
@@ -17,3 +18,28 @@ if not os.environ.get('USER'):
         os.environ['USER'] = getpass.getuser()
     except (KeyError, OSError):
         os.environ['USER'] = 'rr'
+
+
+def _drop_xformers_cpu_warning(record: logging.LogRecord) -> bool:
+    """xformers logs 'can't load C++/CUDA extensions ... Please reinstall xformers' when imported with a
+    torch it was not built for. AudioCraft imports it at module level, and with no GPU its kernels are
+    never called (`efficient_attention_backend: torch`), so on CPU-only machines the advice can only
+    mislead; with a GPU it is kept."""
+    if not str(record.msg).startswith('WARNING[XFORMERS]'):
+        return True
+    import torch  # already imported: xformers imports it before it logs
+    return torch.cuda.is_available()
+
+
+logging.getLogger('xformers').addFilter(_drop_xformers_cpu_warning)
+
+
+def _register_config_resolvers() -> None:
+    from omegaconf import OmegaConf
+    if not OmegaConf.has_resolver('rr_asset'):
+        from .codec import asset_reference
+        # `${rr_asset:NAME}`: a shipped model artefact under assets/, e.g. the tiny configs' codec.
+        OmegaConf.register_new_resolver('rr_asset', asset_reference)
+
+
+_register_config_resolvers()

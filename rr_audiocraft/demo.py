@@ -1,14 +1,15 @@
 """`make demo`: a miniature Table 1 of arXiv 2309.08773, offline, on a 2-core CPU.
 
 Stages, each cached so a rerun picks up where the last one stopped:
-  1. data     synthetic captioned sounds (`rr_audiocraft.data.synth`) in data/synth
-  2. encodec  a tiny EnCodec trained by AudioCraft's stock compression solver (a Dora XP)
-  3. judge    the generator-independent judge, fitted on the training audio, checked on held-out clips,
-              and on the same clips after the EnCodec round trip (the ceiling for any LM)
-  4. train    the tiny grid `dora_grids/rr_ablation_tiny` through `grid_local` (λ=0 vs λ=3, ≥ 3 seeds;
+  1. codec    the shipped EnCodec (assets/encodec_synth_8khz, `make codec`), checked against its sha256
+  2. data     synthetic captioned sounds (`rr_audiocraft.data.synth`) in data/synth (seed --data-seed)
+  3. judge    the generator-independent judge, fitted on the training clips and their codec round trips
+  4. scale    the judge on the clean test references, on their round trips (the ceiling for any LM) and
+              on the references against shuffled captions (the floor); `--until ceiling` stops here
+  5. train    the tiny grid `dora_grids/rr_ablation_tiny` through `grid_local` (λ=0 vs λ=3, ≥ 3 seeds;
               `--full`: the nine Table 1 rows)
-  5. generate every trained LM renders the test captions with CFG (held-out source pairs)
-  6. judge    judge metrics per XP, then a Table-1-style table (mean ± 95 % CI over seeds), a PNG plot,
+  6. generate every trained LM renders the test captions with CFG (held-out source pairs)
+  7. judge    judge metrics per XP, then a Table-1-style table (mean ± 95 % CI over seeds), a PNG plot,
               the generated wavs and a PNG grid of spectrograms.
 """
 import argparse
@@ -20,7 +21,7 @@ import typing as tp
 from pathlib import Path
 
 from . import REPO_ROOT
-from .data.synth import datasource_overrides, load_clips
+from .data.synth import load_clips
 
 DEFAULT_DATA = REPO_ROOT / 'data' / 'synth'
 DEFAULT_OUT = REPO_ROOT / 'demo_out'
@@ -33,140 +34,112 @@ def log(stage: str, message: str) -> None:
     print(f"[demo:{stage}] {message}", flush=True)
 
 
-def data_stage(data_dir: Path, num_clips: int, seed: int) -> None:
-    from .data.synth import generate_dataset
-    stamp = data_dir / 'demo_stamp.json'
-    wanted = {'num_clips': num_clips, 'seed': seed}
-    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
-        log('data', f"{data_dir} is up to date ({num_clips} clips, seed {seed})")
-        return
+def data_stage(data_dir: Path, num_clips: int, seed: int) -> tp.Dict[str, tp.Any]:
+    """The benchmark of `seed`: generated when `data_dir` does not exist yet, else checked (a folder
+    holding another seed, size or generator version stops the demo with the command that fixes it)."""
+    from .data.synth import check_benchmark, generate_dataset
+    if data_dir.exists() and any(data_dir.iterdir()):
+        stamp = check_benchmark(data_dir, num_clips=num_clips, seed=seed)
+        log('data', f"{data_dir} holds the benchmark ({num_clips} clips, seed {seed})")
+        return stamp
     log('data', f"synthesising {num_clips} captioned clips (seed {seed}) into {data_dir}")
     generate_dataset(data_dir, num_clips=num_clips, seed=seed)
-    stamp.write_text(json.dumps(wanted))
+    return check_benchmark(data_dir, num_clips=num_clips, seed=seed)
 
 
-def run_dora(overrides: tp.List[str], stage: str) -> str:
-    """`dora run` one XP (resumed if it was interrupted), its output in the XP folder; returns the sig."""
-    import subprocess
-    import sys
-    from .train import main
-    xp = main.get_xp(overrides)
-    history = xp.folder / 'history.json'
-    if history.exists() and len(json.loads(history.read_text())) >= xp.cfg.optim.epochs:
-        log(stage, f"XP {xp.sig} already trained ({xp.folder})")
-        return xp.sig
-    xp.folder.mkdir(parents=True, exist_ok=True)
-    log(stage, f"training XP {xp.sig} (log: {xp.folder / 'demo.log'})")
-    with open(xp.folder / 'demo.log', 'w') as out:
-        proc = subprocess.run([sys.executable, '-m', 'dora', '-P', 'rr_audiocraft', 'run', *overrides],
-                              cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{stage}: XP {xp.sig} failed; see {xp.folder / 'demo.log'}")
-    return xp.sig
+def codec_stage(codec_dir: Path) -> tp.Tuple[tp.Any, str]:
+    """The codec every LM trains on (the shipped one by default), checked against its sha256."""
+    from .codec import STATE_FILE, verify_asset
+    from audiocraft.models import CompressionModel
+    state = verify_asset(codec_dir)
+    sha = json.loads((codec_dir / 'asset.json').read_text())['sha256']
+    model = CompressionModel.get_pretrained(str(state), device='cpu').eval()
+    log('codec', f"{codec_dir / STATE_FILE}: sha256 {sha[:16]}... ok; {model.sample_rate} Hz, "
+                 f"{model.num_codebooks} x {model.cardinality} codes at {model.frame_rate:g} Hz")
+    return model, sha
 
 
-def judge_stage(data_dir: Path, wavs: tp.List[tp.Any], truths: tp.List[dict]) -> tp.Any:
-    from .metrics.judge import Judge
+def judge_stage(data_dir: Path, stamp: tp.Dict[str, tp.Any], codec: tp.Any, codec_sha: str) -> tp.Any:
+    """The judge of this benchmark, fitted on its training clips and their round trips through the
+    codec; cached in `data_dir/judge.pt` and refitted when the code, benchmark or codec changed."""
+    from .codec import round_trip_fn
+    from .metrics.judge import JUDGE_VERSION, Judge
     path = data_dir / 'judge.pt'
-    judge = None
+    wanted = {'judge_version': JUDGE_VERSION, 'benchmark': stamp, 'codec_sha256': codec_sha, 'seed': 0}
     if path.exists():
         try:
             judge = Judge.load(path)
-            log('judge', f"loaded {path}")
-        except ValueError as exc:  # saved by another version of the judge code
+        except ValueError as exc:  # the demo's own cache, saved by other judge code: refit it
             log('judge', f"refitting: {exc}")
-    if judge is None:
-        log('judge', "fitting the judge on the training audio")
-        judge = Judge.fit(data_dir / 'egs' / 'train')
-        judge.save(path)
-    check = judge.self_check(wavs, truths)
-    log('judge', f"self-check on {check['num_clips']} held-out reference clips: count acc "
-                 f"{check['count_acc']:.3f}, source F1 {check['source_f1']:.3f}, order acc {check['order_acc']:.3f}")
-    if check['count_acc'] < 0.9 or check['source_f1'] < 0.9:
-        log('judge', "WARNING: the judge misses its own bar (count acc and source F1 >= 0.9): the judge "
-                     "metrics below mean nothing")
-    return judge, check
+        else:
+            if judge.fitted_on == wanted:
+                log('judge', f"loaded {path}")
+                return judge
+            log('judge', f"refitting {path}: it was fitted on another benchmark, codec or judge version")
+    log('judge', "fitting the judge on the training clips and their codec round trips")
+    judge = Judge.fit(data_dir / 'egs' / 'train', seed=0, round_trip=round_trip_fn(codec), fitted_on=wanted)
+    judge.save(path)
+    return judge
 
 
-# Bands of the codec's round-trip error report (Hz): the judge's mel features span 20 Hz - 8 kHz.
-BAND_EDGES = (0., 1000., 2000., 4000., 8000.)
+BAR = 0.9  # ceiling bar of count acc, source F1 and order acc
+SCALE_KEYS = ('count_acc', 'source_f1', 'order_acc', 'relation_acc')
 
 
-def band_error_db(reference: tp.Any, decoded: tp.Any, sample_rate: int,
-                  edges: tp.Sequence[float] = BAND_EDGES) -> tp.Dict[str, tp.Optional[float]]:
-    """Energy of a round trip's error relative to the reference's, per frequency band, in dB.
-
-    -20 dB: the band comes through with 1 % of its energy wrong; 0 dB: the error is as large as the
-    band itself, i.e. nothing of it comes through (or all of it comes back in the wrong place).
-
-    Args:
-        reference: clips [N, T] (torch tensor or numpy array).
-        decoded: the same clips after the round trip, [N, T].
-        sample_rate: their sample rate; bands above its Nyquist frequency are left out.
-        edges: band edges in Hz, increasing.
-    Returns:
-        dict 'LOW-HIGH Hz' -> dB, None for a band with no reference energy.
-    """
+def derangement(num: int, seed: int) -> tp.List[int]:
+    """A random permutation with no fixed point (one cycle): clip i is scored against caption out[i]."""
     import numpy as np
-    reference, decoded = np.asarray(reference, dtype=np.float64), np.asarray(decoded, dtype=np.float64)
-    if reference.shape != decoded.shape or reference.ndim != 2:
-        raise ValueError(f"band_error_db: expected two [N, T] batches of the same shape, got {reference.shape} "
-                         f"and {decoded.shape}.")
-    freqs = np.fft.rfftfreq(reference.shape[-1], 1 / sample_rate)
-    reference_power = (np.abs(np.fft.rfft(reference)) ** 2).sum(0)
-    error_power = (np.abs(np.fft.rfft(decoded - reference)) ** 2).sum(0)
-    bands: tp.Dict[str, tp.Optional[float]] = {}
-    for low, high in zip(edges[:-1], edges[1:]):
-        if low >= sample_rate / 2:
-            break
-        in_band = (freqs >= low) & (freqs < high)
-        energy = reference_power[in_band].sum()
-        bands[f"{low:g}-{high:g} Hz"] = float(10 * np.log10(error_power[in_band].sum() / energy)) if energy > 0 else None
-    return bands
+    if num < 2:
+        raise ValueError("The floor needs at least 2 test clips to shuffle their captions.")
+    order = np.random.default_rng(seed).permutation(num)
+    out = [0] * num
+    for position, index in enumerate(order):
+        out[int(index)] = int(order[(position + 1) % num])
+    return out
 
 
-def codec_ceiling(compression_sig: str, judge: tp.Any, wavs: tp.List[tp.Any], truths: tp.List[dict]) -> dict:
-    """Judge the test references after a round trip through the EnCodec the LMs train on.
-
-    No LM can beat its codec: these numbers bound what generation can reach, and when the codec does
-    not reconstruct, the judge metrics of generated audio mean nothing about the LMs. Beside the
-    judge's metrics it reports what goes wrong: the error per frequency band and the sources the
-    judge hears that are not there (or misses).
-    """
+def scale_stage(judge: tp.Any, codec: tp.Any, wavs: tp.List[tp.Any], truths: tp.List[dict],
+                sample_rate: int) -> tp.Dict[str, tp.Any]:
+    """The scale every table carries: the judge on the clean test references (`judge_clean`), on
+    their codec round trips (`ceiling`: no LM trained on the codec's tokens can do better) and on
+    the clean references scored against shuffled captions (`floor`)."""
+    import numpy as np
     import torch
-    from audiocraft.solvers.compression import CompressionSolver
-    model = CompressionSolver.model_from_checkpoint(f'//sig/{compression_sig}', device='cpu').eval()
-    audio = torch.stack([torch.as_tensor(w).reshape(1, -1) for w in wavs])  # [N, 1, T]
-    with torch.no_grad():
-        codes, scale = model.encode(audio)
-        decoded = model.decode(codes, scale)[..., :audio.shape[-1]]
-    predictions = judge.predict(list(decoded[:, 0].numpy()))
-    ceiling = judge.score(predictions, truths)
-    ceiling['relative_mse'] = float(((decoded - audio) ** 2).mean() / (audio ** 2).mean())
-    ceiling['band_error_db'] = band_error_db(audio[:, 0], decoded[:, 0], model.sample_rate)
-    ceiling.update(judge.source_errors(predictions, truths))
-    log('encodec', f"judge on the test references after the codec round trip (the ceiling for any LM): count acc "
-                   f"{ceiling['count_acc']:.3f}, source F1 {ceiling['source_f1']:.3f}; relative MSE "
-                   f"{ceiling['relative_mse']:.3f}")
-    log('encodec', "round-trip error vs reference energy per band (0 dB: nothing of the band comes through): " +
-        ', '.join(f"{band} {'n/a' if db is None else f'{db:.1f} dB'}" for band, db in ceiling['band_error_db'].items()))
+    from .codec import codec_report, round_trip_fn
+    from .metrics.judge import score_predictions
+    predictions = judge.predict(wavs, sample_rate)
+    judge_clean = score_predictions(predictions, truths)
+    shuffled = derangement(len(truths), seed=0)
+    floor = score_predictions(predictions, [truths[index] for index in shuffled])
+    batch = torch.stack([torch.as_tensor(np.asarray(wav, dtype=np.float32)) for wav in wavs])
+    round_trips = round_trip_fn(codec, sample_rate)(batch)
+    ceiling = judge.score(round_trips, truths, sample_rate)
+    ceiling['codec'] = codec_report(codec, wavs, sample_rate)
+    for name, metrics in (('judge on the clean test references', judge_clean),
+                          ('ceiling (the references after the codec round trip)', ceiling),
+                          ('floor (the references against shuffled captions)', floor)):
+        log('scale', f"{name}: " + ', '.join(f"{key} {metrics[key]:.3f}" for key in SCALE_KEYS))
+    report = ceiling['codec']
+    log('scale', f"codec on these {report['num_clips']} clips: relative MSE {report['relative_mse']:.3f}; error per band "
+        + ', '.join(f"{band} {'n/a' if db is None else f'{db:.1f} dB'}" for band, db in report['band_error_db'].items())
+        + f"; codebook perplexity {report['codebook_perplexity']} of {report['bins']}")
     for key, what in (('heard_absent', 'heard but not there'), ('missed', 'missed')):
         if ceiling[key]:
-            log('encodec', f"sources the judge {what} after the round trip: " +
+            log('scale', f"after the round trip the judge {what}: " +
                 ', '.join(f"{source} in {n}/{ceiling['num_clips']}" for source, n in ceiling[key].items()))
-    if ceiling['count_acc'] < 0.9 or ceiling['source_f1'] < 0.9:
-        log('encodec', "WARNING: the tiny EnCodec loses what the judge listens for: the judge metrics of generated "
-                       "audio below cannot tell the LMs apart (train it longer: --encodec optim.epochs=N; see "
-                       "docs/tiny-encodec.md)")
-    return ceiling
+    below = [key for key in ('count_acc', 'source_f1', 'order_acc') if not ceiling[key] >= BAR]
+    if below:
+        log('scale', f"WARNING: the ceiling misses the bar ({', '.join(below)} < {BAR}): the codec loses what the "
+                     "judge listens for, and judge metrics of generated audio are bounded by it (docs/codec.md)")
+    return {'judge_clean': judge_clean, 'ceiling': ceiling, 'floor': floor}
 
 
-def train_stage(data_dir: Path, compression_sig: str, seeds: tp.List[int], full: bool,
+def train_stage(data_dir: Path, compression: str, seeds: tp.List[int], full: bool,
                 lm_overrides: tp.List[str]) -> tp.List[tp.Any]:
     from . import grid_local
     from .train import main
     os.environ['RR_TINY_DATA'] = str(data_dir)
-    os.environ['RR_TINY_COMPRESSION'] = compression_sig
+    os.environ['RR_TINY_COMPRESSION'] = compression
     os.environ['RR_TINY_SEEDS'] = ','.join(map(str, seeds))
     os.environ['RR_TINY_FULL'] = '1' if full else '0'
     os.environ['RR_TINY_OVERRIDES'] = ' '.join(lm_overrides)
@@ -175,8 +148,7 @@ def train_stage(data_dir: Path, compression_sig: str, seeds: tp.List[int], full:
         raise RuntimeError("train: some XPs of rr_ablation_tiny failed (see the table above); rerun `make demo` "
                            "to retry them")
     explorer = grid_local.load_explorer(main, 'rr_ablation_tiny')
-    return [sheep for sheep in grid_local.register(main, explorer, 'rr_ablation_tiny')
-            if sheep.xp.cfg.solver != 'compression']
+    return grid_local.register(main, explorer, 'rr_ablation_tiny')
 
 
 def row_of(cfg: tp.Any) -> tp.Tuple[str, float, float]:
@@ -199,7 +171,7 @@ def generate_and_judge(sheeps: tp.List[tp.Any], judge: tp.Any, wavs: tp.List[tp.
         label = f"pool={pool} cfg={cfg_ratio:g} λ={weight:g} seed={cfg.seed}"
         sample_dir = out_dir / 'samples' / f"pool-{pool}_cfg-{cfg_ratio:g}_lambda-{weight:g}" / f"seed{cfg.seed}"
         # Cached judge results count only for the judge that produced them (it is refitted when stale).
-        judge_stamp = (data_dir / 'judge.pt').stat().st_mtime_ns
+        judge_stamp = judge.fitted_on
         cached = json.loads(cache.read_text()) if cache.exists() else {}
         if sample_dir.exists() and cached.get('judge_stamp') == judge_stamp:
             metrics = cached['metrics']
@@ -215,7 +187,7 @@ def generate_and_judge(sheeps: tp.List[tp.Any], judge: tp.Any, wavs: tp.List[tp.
             sample_dir.mkdir(parents=True, exist_ok=True)
             for index, wav in enumerate(generated):
                 sf.write(sample_dir / f'{index:03d}.wav', wav, model.sample_rate)
-            metrics = judge.report(list(generated), truths, wavs, sample_rate=model.sample_rate)
+            metrics = judge.score(list(generated), truths, sample_rate=model.sample_rate, references=wavs)
             cache.write_text(json.dumps({'judge_stamp': judge_stamp, 'metrics': metrics}))
             log('generate', f"[{position}/{len(sheeps)}] {sig} ({label}): {len(captions)} clips in "
                             f"{time.time() - start:.0f} s, count acc {metrics['count_acc']:.3f}, "
@@ -258,7 +230,7 @@ def summarise(results: tp.List[dict]) -> tp.List[dict]:
     return summary
 
 
-def format_table(summary: tp.List[dict], judge_check: dict, ceiling: dict) -> str:
+def format_table(summary: tp.List[dict], scale: tp.Dict[str, dict]) -> str:
     head = '| pool | CFG | λ | seeds | ' + ' | '.join(
         f"{title} {'↑' if up else '↓'}" for _, title, up in METRICS) + ' |'
     lines = [head, '|' + '---|' * (4 + len(METRICS))]
@@ -269,11 +241,15 @@ def format_table(summary: tp.List[dict], judge_check: dict, ceiling: dict) -> st
             mean, half = entry[key]
             cells.append('n/a' if math.isnan(mean) else f"{mean:.3f}" + ('' if math.isnan(half) else f" ± {half:.3f}"))
         lines.append(f"| {pool} | {cfg_ratio:g} | {weight:g} | {len(entry['seeds'])} | " + ' | '.join(cells) + ' |')
+    for name, title in (('ceiling', 'ceiling: references after the codec round trip'),
+                        ('floor', 'floor: references against shuffled captions')):
+        metrics = scale[name]
+        cells = [f"{metrics[key]:.3f}" if key in metrics else '' for key, _, _ in METRICS]
+        lines.append(f"| {title} | | | | " + ' | '.join(cells) + ' |')
     lines.append('')
-    lines.append(f"Judge on {judge_check['num_clips']} held-out reference clips: count acc "
-                 f"{judge_check['count_acc']:.3f}, source F1 {judge_check['source_f1']:.3f}, order acc "
-                 f"{judge_check['order_acc']:.3f}; on the same clips after the EnCodec round trip (the ceiling "
-                 f"for any LM): count acc {ceiling['count_acc']:.3f}, source F1 {ceiling['source_f1']:.3f}. "
+    lines.append(f"Test captions: {scale['ceiling']['num_clips']} (held-out source pairs); the judge on the clean "
+                 f"references: count acc {scale['judge_clean']['count_acc']:.3f}, source F1 "
+                 f"{scale['judge_clean']['source_f1']:.3f}, order acc {scale['judge_clean']['order_acc']:.3f}. "
                  "Mean ± 95 % CI (Student t) over seeds.")
     return '\n'.join(lines)
 
@@ -314,9 +290,10 @@ def plot_spectrograms(results: tp.List[dict], wavs: tp.List[tp.Any], truths: tp.
     fig, axes = plt.subplots(len(picks), len(columns), figsize=(3.3 * len(columns), 2.4 * len(picks)), squeeze=False)
     for i, index in enumerate(picks):
         for j, (title, result) in enumerate(columns):
-            wav = wavs[index] if result is None else sf.read(Path(result['samples']) / f'{index:03d}.wav',
-                                                             dtype='float32')[0]
-            axes[i][j].specgram(np.asarray(wav) + 1e-7, NFFT=512, Fs=16000, noverlap=384, cmap='magma')
+            wav, rate = (wavs[index], 16000) if result is None else sf.read(
+                Path(result['samples']) / f'{index:03d}.wav', dtype='float32')
+            axes[i][j].specgram(np.asarray(wav) + 1e-7, NFFT=512 * rate // 16000, Fs=rate, noverlap=384 * rate // 16000,
+                                cmap='magma')
             axes[i][j].set_title(f"{title}\n“{truths[index]['description']}”" if j == 0 else title, fontsize=7,
                                  loc='left')
             axes[i][j].set_xticks([])
@@ -327,14 +304,19 @@ def plot_spectrograms(results: tp.List[dict], wavs: tp.List[tp.Any], truths: tp.
 
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
+    from .codec import asset_dir
     parser = argparse.ArgumentParser(prog='python -m rr_audiocraft.demo', description=__doc__.split('\n')[0])
     parser.add_argument('--full', action='store_true', help="all nine Table 1 rows instead of λ=0 vs λ=3")
-    parser.add_argument('--data', type=Path, default=DEFAULT_DATA, help="benchmark folder (default: data/synth)")
+    parser.add_argument('--data', type=Path, default=None,
+                        help="benchmark folder (default: data/synth, data/synth-seed<S> for --data-seed S != 0)")
     parser.add_argument('--out', type=Path, default=DEFAULT_OUT, help="results folder (default: demo_out)")
+    parser.add_argument('--data-seed', type=int, default=0, help="seed of the benchmark (default 0)")
     parser.add_argument('--clips', type=int, default=600, help="clips in the benchmark (train/valid/test 80/10/10)")
+    parser.add_argument('--codec', type=Path, default=asset_dir(),
+                        help="codec asset folder (default: the shipped assets/encodec_synth_8khz; `make codec` rebuilds it)")
+    parser.add_argument('--until', choices=['ceiling', 'all'], default='all',
+                        help="ceiling: stop after the scale (judge on references, ceiling, floor)")
     parser.add_argument('--seeds', default='0,1,2', help="training seeds, comma-separated (default 0,1,2)")
-    parser.add_argument('--encodec', nargs='*', default=['optim.epochs=6'],
-                        help="extra overrides of the tiny EnCodec XP (solver=rr_compression/tiny)")
     parser.add_argument('--lm', nargs='*', default=['optim.epochs=3', 'optim.updates_per_epoch=50',
                                                     # 50 batches of 8 random segments per epoch (stock ends an
                                                     # epoch early when its loader runs out)
@@ -349,8 +331,9 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
         parser.error("--seeds: give at least 2 seeds for a confidence interval")
     if args.clips < 50:
         parser.error("--clips: at least 50 clips (the judge and the test split need them)")
-    data_dir, out_dir = args.data.resolve(), args.out.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.data is None:
+        args.data = DEFAULT_DATA if args.data_seed == 0 else DEFAULT_DATA.with_name(f'synth-seed{args.data_seed}')
+    data_dir, out_dir, codec_dir = args.data.resolve(), args.out.resolve(), args.codec.resolve()
     timings: tp.Dict[str, float] = {}
 
     def timed(stage: str, fn: tp.Callable[[], tp.Any]) -> tp.Any:
@@ -360,24 +343,38 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
         log(stage, f"done in {timings[stage]:.0f} s")
         return value
 
-    timed('data', lambda: data_stage(data_dir, args.clips, seed=0))
-    compression_sig = timed('encodec', lambda: run_dora(
-        ['solver=rr_compression/tiny', *datasource_overrides(data_dir), *args.encodec], 'encodec'))
+    # Every input is checked before anything is trained: the codec's checksum, the benchmark's stamp.
+    try:
+        codec, codec_sha = timed('codec', lambda: codec_stage(codec_dir))
+        stamp = timed('data', lambda: data_stage(data_dir, args.clips, seed=args.data_seed))
+    except ValueError as error:  # AssetError, BenchmarkError: the message says what fixes it
+        raise SystemExit(f"error: {error}") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
     # Reference clips and ground truth of the held-out test split (16 kHz), read once.
-    test_wavs, test_truths, _ = load_clips(data_dir / 'egs' / 'test')
-    judge, judge_check = timed('judge', lambda: judge_stage(data_dir, test_wavs, test_truths))
-    ceiling = timed('ceiling', lambda: codec_ceiling(compression_sig, judge, test_wavs, test_truths))
-    sheeps = timed('train', lambda: train_stage(data_dir, compression_sig, seeds, args.full, args.lm))
+    test_wavs, test_truths, test_rate = load_clips(data_dir / 'egs' / 'test')
+    judge = timed('judge', lambda: judge_stage(data_dir, stamp, codec, codec_sha))
+    scale = timed('scale', lambda: scale_stage(judge, codec, test_wavs, test_truths, test_rate))
+    results: tp.Dict[str, tp.Any] = {
+        'benchmark': {**stamp, 'path': str(data_dir)},
+        'codec': {'path': str(codec_dir), 'sha256': codec_sha},
+        **scale, 'timings_s': timings}
+    if args.until == 'ceiling':
+        (out_dir / 'results.json').write_text(json.dumps(results, indent=1) + '\n')
+        print(f"Scale of the judge: {out_dir / 'results.json'}")
+        return
+    from .codec import STATE_FILE
+    compression = f"//pretrained/{codec_dir / STATE_FILE}"
+    sheeps = timed('train', lambda: train_stage(data_dir, compression, seeds, args.full, args.lm))
     duration = 4.0
-    results = timed('generate', lambda: generate_and_judge(sheeps, judge, test_wavs, test_truths, data_dir,
-                                                                 out_dir, duration, gen_seed=0))
-    summary = summarise(results)
-    table = format_table(summary, judge_check, ceiling)
+    runs = timed('generate', lambda: generate_and_judge(sheeps, judge, test_wavs, test_truths, data_dir,
+                                                              out_dir, duration, gen_seed=0))
+    summary = summarise(runs)
+    table = format_table(summary, scale)
     plot_comparison(summary, out_dir / 'comparison.png')
-    plot_spectrograms(results, test_wavs, test_truths, out_dir / 'spectrograms.png')
+    plot_spectrograms(runs, test_wavs, test_truths, out_dir / 'spectrograms.png')
     (out_dir / 'table.md').write_text(table + '\n')
-    (out_dir / 'results.json').write_text(json.dumps({'judge_check': judge_check, 'codec_ceiling': ceiling, 'runs': results,
-                                                      'summary': summary, 'timings_s': timings}, indent=1))
+    results.update({'runs': runs, 'summary': summary})
+    (out_dir / 'results.json').write_text(json.dumps(results, indent=1) + '\n')
     print('\n' + table + '\n')
     print('Stage wall times: ' + ', '.join(f"{k} {v:.0f} s" for k, v in timings.items()) +
           f" (total {sum(timings.values()):.0f} s)")

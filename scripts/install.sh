@@ -55,6 +55,7 @@ echo "[install] rr-audiocraft (editable)"
 $PIP install --no-deps --no-build-isolation -e .
 
 "$VENV/bin/python" - <<'PY'
+import rr_audiocraft  # first: it drops xformers' "reinstall" advice, which cannot apply on a CPU-only machine
 import torch, audiocraft, torchaudio, xformers, spacy, transformers, dora, flashy
 assert not torch.version.cuda, "a CUDA torch was installed"
 import audiocraft.solvers, audiocraft.models  # noqa

@@ -110,7 +110,7 @@ def test_cli_writes_wavs_spectrograms_and_settings(lut_export, tmp_path, capsys)
     assert stdout.split() == [str(w) for w in wavs]
     for wav in wavs:
         info = sf.info(str(wav))
-        assert (info.samplerate, info.channels, info.frames) == (16000, 1, 8000)
+        assert (info.samplerate, info.channels, info.frames) == (8000, 1, 4000)  # 0.5 s at the codec's 8 kHz
         assert wav.with_suffix('.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert 'generating' in stderr and '100%' in stderr  # the progress bar ran to the end
     settings = json.loads((out / 'generations.json').read_text())
@@ -121,7 +121,7 @@ def test_cli_writes_wavs_spectrograms_and_settings(lut_export, tmp_path, capsys)
 def test_cli_continues_a_prompt_recorded_at_another_sample_rate(lut_export, tmp_path, capsys):
     from rr_audiocraft.generate import main
     prompt = tmp_path / 'prompt_22k_stereo.wav'
-    t = np.arange(22050) / 22050  # 1 s, stereo, 22.05 kHz: resampled and down-mixed to 16 kHz mono
+    t = np.arange(22050) / 22050  # 1 s, stereo, 22.05 kHz: resampled and down-mixed to 8 kHz mono
     sf.write(str(prompt), 0.3 * np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], axis=1), 22050)
     base = [str(lut_export), 'a bell rings', '--duration', '0.6', '--quiet', '--prompt', str(prompt)]
     code, _, err = run_cli(main, base + ['--out', str(tmp_path / 'a')], capsys)
@@ -129,7 +129,7 @@ def test_cli_continues_a_prompt_recorded_at_another_sample_rate(lut_export, tmp_
     code, stdout, err = run_cli(main, base + ['--prompt-duration', '0.2', '--out', str(tmp_path / 'b')], capsys)
     assert code == 0, err
     info = sf.info(stdout.split()[0])
-    assert (info.samplerate, info.channels, info.frames) == (16000, 1, 9600)
+    assert (info.samplerate, info.channels, info.frames) == (8000, 1, 4800)
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -166,7 +166,7 @@ def test_cli_mismatched_sample_rate_is_named(lut_export, tmp_path, capsys):
     code, _, stderr = run_cli(main, [str(broken), 'a dog barks', '--out', str(tmp_path / 'gen')], capsys)
     assert code == 2
     assert ('error: ' + str(broken) + ': mismatched sample rate: the LM was trained at sample_rate=32000 Hz but '
-            'its compression model runs at 16000 Hz') in stderr
+            'its compression model runs at 8000 Hz') in stderr
 
 
 def test_cli_help_walks_a_newcomer_through(capsys):

@@ -80,15 +80,15 @@ def test_recipe_grids_have_their_settings_on_16_gpus(name, solver, settings):
         assert cfg.dataset.batch_size % slurm[sheep.xp.sig].gpus == 0  # whole per-GPU batches
 
 
-def test_tiny_grid_default_trains_its_compression_then_lambda_0_vs_3_over_three_seeds(tiny_env, tiny_data):
+def test_tiny_grid_default_trains_on_the_shipped_codec_lambda_0_vs_3_over_three_seeds(tiny_env, tiny_data):
+    from rr_audiocraft.codec import asset_reference
     tiny_env.setenv('RR_TINY_DATA', str(tiny_data))
     sheeps, _ = explore('rr_ablation_tiny')
-    compression, lms = sheeps[0].xp, [sheep.xp for sheep in sheeps[1:]]
-    assert compression.cfg.solver == 'compression' and len(lms) == 6
-    assert len({sheep.xp.sig for sheep in sheeps}) == 7
+    lms = [sheep.xp for sheep in sheeps]
+    assert len(lms) == 6 and len({xp.sig for xp in lms}) == 6  # no compression XP: the codec is shipped
     for xp in lms:
         assert xp.cfg.solver == 'rr_audiogen' and xp.cfg.transformer_lm.dim == 64  # the tiny LM
-        assert xp.cfg.compression_model_checkpoint == f'//sig/{compression.sig}'
+        assert xp.cfg.compression_model_checkpoint == asset_reference()
         assert xp.cfg.datasource.train == f'{tiny_data.resolve()}/egs/train'
     assert [(xp.cfg.seed, setting(xp.cfg)) for xp in lms] == [
         (seed, row) for seed in (0, 1, 2) for row in [(None, 0.1, 0.), ('max', 0.1, 3.)]]
@@ -104,7 +104,7 @@ def test_tiny_grid_full_mode_and_settings_from_the_environment(tiny_env, tiny_da
     tiny_env.setenv('RR_TINY_OVERRIDES', 'optim.updates_per_epoch=3')
     sheeps, _ = explore('rr_ablation_tiny')
     cfgs = [sheep.xp.cfg for sheep in sheeps]
-    assert [setting(cfg) for cfg in cfgs] == TABLE1  # no compression XP: one was given
+    assert [setting(cfg) for cfg in cfgs] == TABLE1
     assert len({sheep.xp.sig for sheep in sheeps}) == 9
     for cfg in cfgs:
         assert cfg.compression_model_checkpoint == '//sig/abcdef12'

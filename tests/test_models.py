@@ -52,7 +52,7 @@ def test_sig_loads_the_best_state_which_holds_the_ema_weights(tiny_lut_audiogen_
     from rr_audiocraft.models import RRAudioGen, RRLMModel
     model = RRAudioGen.get_pretrained(f'//sig/{tiny_lut_audiogen_sig}', device='cpu')
     assert isinstance(model.lm, RRLMModel) and not model.lm.training
-    assert model.max_duration == 4 and model.sample_rate == 16000  # the XP's segment and EnCodec
+    assert model.max_duration == 4 and model.sample_rate == 8000  # the XP's segment and EnCodec
     best, raw = lut_xp_checkpoint['best_state']['model'], lut_xp_checkpoint['model']
     ema = lut_xp_checkpoint['ema']['state']['model']
     loaded = model.lm.state_dict()

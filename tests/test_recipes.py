@@ -99,7 +99,7 @@ def test_sound_recipe_compression_checkpoint_reads_a_local_export(tiny_compressi
                    tmp_path / checkpoint[len('//pretrained/'):] / 'compression_state_dict.bin')
     monkeypatch.chdir(tmp_path)
     model = CompressionSolver.model_from_checkpoint(checkpoint)
-    assert model.sample_rate == 16000 and model.num_codebooks == 4 and model.frame_rate == 50
+    assert model.sample_rate == 8000 and model.num_codebooks == 4 and model.frame_rate == 50  # the tiny test codec
 
 
 def _yaml_keys(path: Path) -> tp.Dict[str, str]:

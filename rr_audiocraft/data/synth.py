@@ -21,6 +21,7 @@ Everything is a pure function of the seed: `sample_spec` draws a clip's ground t
     OUT/{train,valid,test}/0000.wav   16 kHz mono PCM16
     OUT/{train,valid,test}/0000.json  sidecar: description + ground truth + MusicInfo keys
     OUT/egs/{train,valid,test}/data.jsonl   AudioCraft manifests (AudioMeta per line)
+    OUT/benchmark.json                      what made it: generator version, seed, clips, duration, rate
 
 The sidecars sit beside the audio with the same stem, which is where AudioCraft's `SoundDataset`
 and `MusicDataset` look for them (``Path(meta.path).with_suffix('.json')``).
@@ -61,6 +62,9 @@ RELATION_PROBS = {'single': 0.4, 'then': 0.3, 'while': 0.3}
 SPLIT_FRACTIONS = {'train': 0.8, 'valid': 0.1, 'test': 0.1}
 DEFAULT_SAMPLE_RATE = 16_000
 DEFAULT_DURATION = 4.0
+# Bumped whenever what a seed renders changes: a benchmark folder records it (`check_benchmark`).
+BENCHMARK_VERSION = 2
+STAMP_FILE = 'benchmark.json'
 DEFAULT_NUM_CLIPS = 600  # 480 train clips: enough for the judge (`rr_audiocraft.metrics.judge`).
 # Event lengths and gaps below are for a 4 s clip; shorter clips scale them down, and under 2 s
 # three events plus a second source no longer fit with audible gaps.
@@ -606,7 +610,49 @@ def generate_dataset(out_dir: tp.Union[str, Path], num_clips: int, seed: int,
         manifest = out_dir / 'egs' / split / 'data.jsonl'
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text(''.join(manifest_lines))
+    # Written last: a folder whose generation was interrupted has no stamp, and is regenerated.
+    (out_dir / STAMP_FILE).write_text(json.dumps(benchmark_stamp(num_clips, seed, duration, sample_rate)) + '\n')
     return paths
+
+
+def benchmark_stamp(num_clips: int, seed: int, duration: float = DEFAULT_DURATION,
+                    sample_rate: int = DEFAULT_SAMPLE_RATE) -> tp.Dict[str, tp.Any]:
+    """What `generate_dataset` records in `OUT/benchmark.json`."""
+    return {'generator': 'rr_audiocraft.data.synth', 'version': BENCHMARK_VERSION, 'seed': seed,
+            'num_clips': num_clips, 'duration': duration, 'sample_rate': sample_rate}
+
+
+class BenchmarkError(ValueError):
+    """A benchmark folder holds another benchmark than the one asked for."""
+
+
+def check_benchmark(root: tp.Union[str, Path], num_clips: int, seed: int, duration: float = DEFAULT_DURATION,
+                    sample_rate: int = DEFAULT_SAMPLE_RATE) -> tp.Dict[str, tp.Any]:
+    """Checks that `root` holds the benchmark these settings generate (same generator version).
+
+    Returns:
+        dict: its stamp.
+    Raises:
+        BenchmarkError: it is another seed, size or version, or was not (completely) written by
+            `generate_dataset`; the message names the file and the command that fixes it.
+    """
+    root = Path(root)
+    wanted = benchmark_stamp(num_clips, seed, duration, sample_rate)
+    stamp_path = root / STAMP_FILE
+    fix = (f"delete {root} and regenerate it (`python -m rr_audiocraft.data.synth {root} --num-clips {num_clips} "
+           f"--seed {seed}`; the demo does that itself when the folder does not exist), or point --data elsewhere")
+    if not stamp_path.is_file():
+        raise BenchmarkError(f"{root} holds no {STAMP_FILE}: it was written by an older rr_audiocraft.data.synth, "
+                             f"by something else, or its generation was interrupted; {fix}.")
+    try:
+        found = json.loads(stamp_path.read_text())
+    except ValueError:
+        raise BenchmarkError(f"{stamp_path} is not JSON; {fix}.") from None
+    different = {key: (found.get(key), value) for key, value in wanted.items() if found.get(key) != value}
+    if different:
+        what = ', '.join(f"{key} {have!r} (wanted {want!r})" for key, (have, want) in different.items())
+        raise BenchmarkError(f"{stamp_path} records another benchmark: {what}; {fix}.")
+    return found
 
 
 def load_clips(source: tp.Union[str, Path]) -> tp.Tuple[tp.List[np.ndarray], tp.List[tp.Dict[str, tp.Any]], int]:

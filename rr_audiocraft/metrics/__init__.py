@@ -2,7 +2,7 @@
 (`rr_audiocraft.metrics.judge`)."""
 import typing as tp
 
-_JUDGE_EXPORTS = ('Judge', 'JudgeConfig', 'frechet_distance', 'kl_divergence')
+_JUDGE_EXPORTS = ('Judge', 'JudgeConfig', 'frechet_distance', 'kl_divergence', 'score_predictions')
 
 __all__ = list(_JUDGE_EXPORTS)
 

@@ -32,6 +32,7 @@ from audiocraft.models import builders as stock_builders
 from audiocraft.models.encodec import CompressionModel
 from audiocraft.models.loaders import _delete_param, get_audiocraft_cache_dir
 
+from ..codec import verify_compression_reference
 from ..checkpoint import load_checkpoint
 from .builders import get_rr_lm_model
 from .lm import RRLMModel
@@ -238,6 +239,7 @@ def load_compression_for_xp(cfg: omegaconf.DictConfig, device: str = 'cpu') -> C
     if not reference:
         raise ValueError("The LM checkpoint's config has no compression_model_checkpoint: cannot tell which "
                          "compression model decodes its tokens")
+    verify_compression_reference(reference)
     resolved = resolve_compression_checkpoint(reference)
     if isinstance(resolved, str):
         return CompressionModel.get_pretrained(resolved[len(PRETRAINED_PREFIX):], device=device)

@@ -1,6 +1,8 @@
 """RR solvers and the names `solver=` selects them by."""
+from .compression import RRCompressionSolver
 from .rr import RRAudioGenSolver, RRMusicGenSolver, RRSolverMixin, validate_rr_config
 
-RR_SOLVERS = {'rr_audiogen': RRAudioGenSolver, 'rr_musicgen': RRMusicGenSolver}
+RR_SOLVERS = {'rr_audiogen': RRAudioGenSolver, 'rr_musicgen': RRMusicGenSolver,
+              'rr_compression': RRCompressionSolver}
 
-__all__ = ['RRAudioGenSolver', 'RRMusicGenSolver', 'RRSolverMixin', 'RR_SOLVERS', 'validate_rr_config']
+__all__ = ['RRAudioGenSolver', 'RRCompressionSolver', 'RRMusicGenSolver', 'RRSolverMixin', 'RR_SOLVERS', 'validate_rr_config']

@@ -37,6 +37,7 @@ from ..data.validate import validate_datasets
 from ..evaluation import check_evaluation_assets
 from ..models.builders import get_rr_lm_model
 from ..models.lm import RRLMModel
+from ..codec import verify_compression_reference
 from ..modules.text import HFTextConditioner, PooledTextCache, projection_input, text_representation
 from ..regularization import (POOLING_MODES, gather_with_grad, masked_pool, rr_loss,
                               similarity_correlation)
@@ -52,6 +53,8 @@ def validate_rr_config(cfg: omegaconf.DictConfig, world_size: int = 1) -> None:
     if not cfg.get('compression_model_checkpoint'):
         raise ValueError("compression_model_checkpoint is not set: give the compression model the LM is trained "
                          "on, as //sig/SIG of a compression XP, //pretrained/NAME or a checkpoint path")
+    # A shipped artefact (assets/) is checked against its recorded sha256 before anything loads it.
+    verify_compression_reference(cfg.compression_model_checkpoint)
     rr = cfg.get('rr')
     if rr is None:
         raise ValueError("RR solver needs an `rr` config group (keys: weight, pooling, apply_on, gather, text_cache, "

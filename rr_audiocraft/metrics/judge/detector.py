@@ -1,10 +1,11 @@
-"""Independent judge for the synthetic benchmark of `rr_audiocraft.data.synth`.
+"""The judge's detector: a sound-event detector of the synthetic benchmark, and its decisions.
 
-The judge shares nothing with the generator it evaluates (no EnCodec, no LM, no text encoder): it
-is a small sound-event detector trained from scratch on the benchmark's *training* clips only. A
-temporal convolutional network maps log-mel features to two per-frame curves for every source,
-its activity and its onsets, supervised by the event times each sidecar records. Decisions are
-simple post-processing of those curves:
+The judge shares nothing with the generators it evaluates (no LM, no text encoder): it is a small
+sound-event detector trained from scratch on the benchmark's *training* clips only (and, when the
+caller gives the codec's round trip, on those clips after it: then it judges what the codec can
+carry). A temporal convolutional network maps log-mel features to two per-frame curves for every
+source, its activity and its onsets, supervised by the event times each sidecar records.
+Decisions are simple post-processing of those curves:
 
 - sources: the sources whose activity passes the threshold somewhere,
 - order: those sources sorted by their first active frame,
@@ -13,21 +14,15 @@ simple post-processing of those curves:
 - count: the events of the counted source (the first one of a "then" clip, the shorter-lived one
   of a "while" clip): its onset peaks, merged when its activity does not dip in between.
 
-The train split never holds the held-out source pairs, so training examples are often the sum of
-two training clips, which teaches every pair. Because the audio it judges comes out of a tiny
-neural codec, training views are also degraded (noise, low-pass, spectral tilt, smearing,
-spectral holes and blips of low-bitrate codecs, gain, time shifts).
-
-`Judge.report` gives the benchmark metrics of generated clips against their captions' ground
-truth and against reference clips of the same captions: `source_f1`, `count_acc`, `order_acc`,
-`relation_acc`, `kl` (the analogue of AudioCraft's PaSST KL) and `fd` (the analogue of FAD).
+Its training views are in `augment`, its metrics in `scores`; `Judge.score` is the one entry point
+from clips to metrics.
 
 Example::
 
     judge = Judge.fit('data/synth/egs/train', seed=0)
     reference_wavs, truths, _ = load_clips('data/synth/egs/test')
-    print(judge.self_check(reference_wavs, truths))
-    print(judge.report(generated_wavs, truths, reference_wavs))
+    print(judge.score(reference_wavs, truths))                               # the judge on references
+    print(judge.score(generated_wavs, truths, sample_rate=8000, references=reference_wavs))
 """
 import contextlib
 import dataclasses
@@ -38,7 +33,6 @@ import typing as tp
 
 import julius
 import numpy as np
-import scipy.linalg
 import scipy.ndimage
 import scipy.signal
 import torch
@@ -46,14 +40,18 @@ from torch import nn
 import torch.nn.functional as F
 import torchaudio
 
-from ..data.synth import load_clips
+from ...data.synth import load_clips
+from . import augment
+from .scores import check_truths, score_predictions
 
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
-# Bumped whenever the network or features change: older saved judges cannot be loaded.
-JUDGE_VERSION = 2
+SAMPLE_RATE = augment.SAMPLE_RATE
+# Bumped whenever the network, features or training views change: older saved judges are refused.
+JUDGE_VERSION = 3
+# A function that takes a batch of 16 kHz clips [B, T] through a codec and back, [B, T] at 16 kHz.
+RoundTrip = tp.Callable[[torch.Tensor], torch.Tensor]
 WavLike = tp.Union[np.ndarray, torch.Tensor]
 Wavs = tp.Union[WavLike, tp.Sequence[WavLike]]
 
@@ -154,132 +152,6 @@ class _DetectorNet(nn.Module):
         return self.head(hidden), hidden
 
 
-# ---------------------------------------------------------------------------------------------
-# Training data: frame targets and degraded views.
-# ---------------------------------------------------------------------------------------------
-
-def _frame_targets(events: tp.Sequence[tp.Mapping[str, tp.Any]], sources: tp.Sequence[str],
-                   num_frames: int, hop_length: int) -> torch.Tensor:
-    """Per-frame activity and onset targets of each source from the sidecar's events.
-
-    Returns:
-        torch.Tensor: [2K, num_frames], activity of the K sources then their onsets (the frame
-        nearest to each event's onset and its two neighbours, to tolerate timing jitter).
-    """
-    frame_times = torch.arange(num_frames) * hop_length / SAMPLE_RATE
-    num_sources = len(sources)
-    targets = torch.zeros(2 * num_sources, num_frames)
-    for event in events:
-        k = sources.index(event['source'])
-        targets[k] += ((frame_times >= event['onset']) & (frame_times <= event['offset'])).float()
-        onset_frame = int(round(event['onset'] * SAMPLE_RATE / hop_length))
-        targets[num_sources + k, max(0, onset_frame - 1):onset_frame + 2] = 1.
-    return targets.clamp(max=1.)
-
-
-def _spectral_quantisation(wav: torch.Tensor, generator: torch.Generator, probability: float) -> torch.Tensor:
-    """Low-bitrate codec artefacts on a random `probability` of a batch [B, T].
-
-    Short-time spectra lose every bin 15-35 dB under their frame's peak, plus a random 0-50 % of
-    blocks of 8 bins x 4 frames (250 Hz x 32 ms), like the bands a perceptual codec starves: what
-    is left are patches and warbling blips of energy ("birdies") around holes.
-    """
-    chosen = torch.nonzero(torch.rand(wav.shape[0], generator=generator) < probability)[:, 0]
-    if chosen.numel() == 0:
-        return wav
-    window = torch.hann_window(512)
-    spectrum = torch.stft(wav[chosen], 512, 128, window=window, return_complex=True)  # [B', F, T']
-    batch, num_bins, num_frames = spectrum.shape
-    magnitude = spectrum.abs()
-    floor_db = 15. + 20. * torch.rand(batch, 1, 1, generator=generator)
-    keep = magnitude > magnitude.amax(dim=1, keepdim=True) * 10 ** (-floor_db / 20)
-    blocks = torch.rand(batch, 1, -(-num_bins // 8), -(-num_frames // 4), generator=generator)
-    drop_p = 0.5 * torch.rand(batch, 1, 1, 1, generator=generator)
-    kept_blocks = F.interpolate((blocks >= drop_p).float(), scale_factor=(8, 4), mode='nearest')
-    keep = keep & (kept_blocks[:, 0, :num_bins, :num_frames] > 0)
-    out = wav.clone()
-    out[chosen] = torch.istft(spectrum * keep, 512, 128, window=window, length=wav.shape[-1])
-    return out
-
-
-def _degrade(wav: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random codec-like degradation of a batch, [B, T] -> [B, T].
-
-    Spectral tilt and low-pass (muffled, coloured codecs), smearing by a short decaying noise
-    response (blurred transients), coarse spectral quantisation (the warbling "musical noise" of
-    low-bitrate codecs), additive white or pink noise at 5-35 dB SNR, and a gain of -20 to +6 dB.
-    """
-    def uniform(low: float, high: float, size: int = wav.shape[0]) -> torch.Tensor:
-        return low + (high - low) * torch.rand(size, 1, generator=generator)
-
-    batch, length = wav.shape
-    spectrum = torch.fft.rfft(wav)
-    freqs = torch.fft.rfftfreq(length, 1 / SAMPLE_RATE)[None]
-    tilt = (freqs.clamp(min=50.) / 1000.) ** uniform(-0.4, 0.3)
-    cutoff = torch.where(uniform(0, 1) < 0.6, uniform(2500., 7000.), torch.full((batch, 1), 1e9))
-    lowpass = 1 / (1 + (freqs / cutoff) ** 8)
-    spectrum = spectrum * tilt * lowpass
-    # Smearing: convolution with a 0.1 s noise burst decaying with tau 10-40 ms, on a third of clips.
-    ir_time = torch.arange(int(0.1 * SAMPLE_RATE)) / SAMPLE_RATE
-    ir = torch.randn(batch, ir_time.numel(), generator=generator) * torch.exp(-ir_time / uniform(0.01, 0.04))
-    ir[:, 0] = 0.
-    ir = ir / ir.norm(dim=1, keepdim=True) * uniform(0., 0.7) * (uniform(0, 1) < 0.33)
-    ir[:, 0] = 1.
-    spectrum = spectrum * torch.fft.rfft(ir, n=length)
-    out = torch.fft.irfft(spectrum, n=length)
-    out = _spectral_quantisation(out, generator, probability=0.5)
-    # Noise, white or pink (1/sqrt(f) amplitude).
-    noise = torch.fft.rfft(torch.randn(batch, length, generator=generator))
-    pink = torch.where(uniform(0, 1) < 0.5, freqs.clamp(min=20.).rsqrt() * 10., torch.ones_like(freqs))
-    noise = torch.fft.irfft(noise * pink, n=length)
-    snr_db = uniform(5., 35.)
-    signal_rms = out.pow(2).mean(1, keepdim=True).sqrt()
-    noise = noise / noise.pow(2).mean(1, keepdim=True).sqrt() * signal_rms * 10 ** (-snr_db / 20)
-    out = out + noise * (uniform(0, 1) < 0.8)
-    out = out * 10 ** (uniform(-20., 6.) / 20)
-    return out.clamp(-1., 1.)
-
-
-def _mix(features: torch.Tensor, targets: torch.Tensor, pool_features: torch.Tensor, pool_targets: torch.Tensor,
-         mix_p: float, generator: torch.Generator) -> tp.Tuple[torch.Tensor, torch.Tensor]:
-    """Adds a random other training clip to a fraction `mix_p` of the batch, at -10 to 0 dB.
-
-    The train split never overlaps the held-out source pairs, yet the judge must hear them:
-    mixing clips teaches it every pair, including over a sustained background. Mixing is done in
-    the power domain of the log-mel features (incoherent sources add their powers).
-
-    Args:
-        features: log-mel [B, M, T]; targets: frame activity and onsets [B, 2K, T].
-        pool_features: all views of all clips [N, V, M, T]; pool_targets: [N, 2K, T].
-    """
-    batch = features.shape[0]
-    partner = torch.randint(pool_features.shape[0], (batch,), generator=generator)
-    view = torch.randint(pool_features.shape[1], (batch,), generator=generator)
-    gain_db = -10. * torch.rand(batch, 1, 1, generator=generator)
-    mixed = torch.logaddexp(features, pool_features[partner, view] + gain_db * np.log(10.) / 10.)
-    is_mixed = (torch.rand(batch, 1, 1, generator=generator) < mix_p)
-    features = torch.where(is_mixed, mixed, features)
-    targets = torch.where(is_mixed, torch.maximum(targets, pool_targets[partner]), targets)
-    return features, targets
-
-
-def _shift(features: torch.Tensor, targets: torch.Tensor, max_frames: int,
-           generator: torch.Generator) -> tp.Tuple[torch.Tensor, torch.Tensor]:
-    """Shifts each clip and its targets by the same random number of frames, padding with the
-    clip's quietest frame value. features: [B, M, T], targets: [B, 2K, T]."""
-    shifted_features, shifted_targets = torch.empty_like(features), torch.zeros_like(targets)
-    floor = features.amin(dim=(1, 2))
-    for index in range(features.shape[0]):
-        shift = int(torch.randint(-max_frames, max_frames + 1, (1,), generator=generator))
-        shifted_features[index] = floor[index]
-        if shift >= 0:
-            shifted_features[index, :, shift:] = features[index, :, :features.shape[-1] - shift]
-            shifted_targets[index, :, shift:] = targets[index, :, :targets.shape[-1] - shift]
-        else:
-            shifted_features[index, :, :shift] = features[index, :, -shift:]
-            shifted_targets[index, :, :shift] = targets[index, :, -shift:]
-    return shifted_features, shifted_targets
-
 
 # ---------------------------------------------------------------------------------------------
 # Input handling.
@@ -329,38 +201,6 @@ def _torch_threads(num_threads: int) -> tp.Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _check_truths(truths: tp.Sequence[tp.Mapping[str, tp.Any]], num_clips: int) -> None:
-    if len(truths) != num_clips:
-        raise ValueError(f"Got {num_clips} clips but {len(truths)} ground truths.")
-    for index, truth in enumerate(truths):
-        missing = [key for key in ('sources', 'count') if key not in truth]
-        if missing:
-            raise ValueError(f"Ground truth {index} lacks {missing} (expected a sidecar of rr_audiocraft.data.synth).")
-
-
-def frechet_distance(embeddings_a: np.ndarray, embeddings_b: np.ndarray, ridge: float = 1e-6) -> float:
-    """Fréchet distance between Gaussians fitted to two embedding sets, [N, D] and [M, D].
-
-    `ridge` is added to both covariance diagonals: with fewer clips than dimensions the sample
-    covariances are singular and their matrix square root would be ill-conditioned.
-    """
-    if len(embeddings_a) < 2 or len(embeddings_b) < 2:
-        raise ValueError("The Fréchet distance needs at least 2 clips per set.")
-    mu_a, mu_b = embeddings_a.mean(0), embeddings_b.mean(0)
-    eye = np.eye(embeddings_a.shape[1])
-    sigma_a = np.cov(embeddings_a, rowvar=False) + ridge * eye
-    sigma_b = np.cov(embeddings_b, rowvar=False) + ridge * eye
-    covmean = scipy.linalg.sqrtm(sigma_a @ sigma_b)
-    covmean = np.real(covmean)  # sqrtm returns tiny imaginary parts from round-off.
-    distance = np.sum((mu_a - mu_b) ** 2) + np.trace(sigma_a + sigma_b - 2 * covmean)
-    return float(max(distance, 0.))
-
-
-def kl_divergence(target_probs: np.ndarray, pred_probs: np.ndarray, epsilon: float = 1e-6) -> np.ndarray:
-    """KL(target || pred) per row of [N, K] distributions, with AudioCraft's KLDivergenceMetric
-    convention (epsilon added to the predictions before the log). Returns [N]."""
-    return np.sum(target_probs * (np.log(target_probs + 1e-12) - np.log(pred_probs + epsilon)), axis=-1)
-
 
 # ---------------------------------------------------------------------------------------------
 # The judge.
@@ -378,8 +218,10 @@ class Judge:
     """
     def __init__(self, sources: tp.Sequence[str], config: tp.Optional[JudgeConfig] = None,
                  state_dict: tp.Optional[tp.Dict[str, torch.Tensor]] = None,
-                 feature_mean: tp.Optional[torch.Tensor] = None, feature_std: tp.Optional[torch.Tensor] = None):
+                 feature_mean: tp.Optional[torch.Tensor] = None, feature_std: tp.Optional[torch.Tensor] = None,
+                 fitted_on: tp.Optional[tp.Mapping[str, tp.Any]] = None):
         self.sources = list(sources)
+        self.fitted_on = dict(fitted_on or {})
         self.config = config or JudgeConfig()
         self.features = _Features(self.config)
         self.net = _DetectorNet(self.config.n_mels, len(self.sources), self.config.stem_channels,
@@ -399,8 +241,10 @@ class Judge:
 
     @classmethod
     def fit(cls, train: tp.Union[str, Path], seed: int = 0, config: tp.Optional[JudgeConfig] = None,
-            verbose: bool = False) -> 'Judge':
-        """Trains a judge on the clips of a training split (CPU; ~40 s of one core for 480 clips).
+            verbose: bool = False, round_trip: tp.Optional[RoundTrip] = None,
+            fitted_on: tp.Optional[tp.Mapping[str, tp.Any]] = None) -> 'Judge':
+        """Trains a judge on the clips of a training split (CPU; ~40 s of one core for 480 clips,
+        twice that with `round_trip`).
 
         Args:
             train: a train manifest (``egs/train/data.jsonl``) or its folder, a folder of wavs with
@@ -410,6 +254,12 @@ class Judge:
                 torch RNG is left as it was).
             config: settings, `JudgeConfig()` by default.
             verbose: log the loss of every epoch.
+            round_trip: the codec the judged audio comes through, [B, T] -> [B, T] at 16 kHz: the
+                training clips after it become views of their own (clean and round trip are then
+                seen equally often, each also degraded), so the judge hears what the codec keeps.
+                Only training clips ever go through it.
+            fitted_on: what the judge was fitted on (e.g. the benchmark's seed and the codec's
+                sha256), saved with it as `Judge.fitted_on`, so a cache can tell whether it is stale.
         Returns:
             Judge: the trained judge.
         """
@@ -421,39 +271,50 @@ class Judge:
         with _torch_threads(config.num_threads), torch.random.fork_rng():
             torch.manual_seed(seed)
             clips = _as_wav_list(wavs, sample_rate)
-            judge = cls._train(clips, infos, config, seed, verbose)
+            judge = cls._train(clips, infos, config, seed, verbose, round_trip)
+        judge.fitted_on = dict(fitted_on or {})
         logger.info("Trained the judge on %d clips in %.1f s.", len(clips), time.time() - begin)
         return judge
 
     @classmethod
     def _train(cls, clips: tp.List[torch.Tensor], infos: tp.List[tp.Dict[str, tp.Any]], config: JudgeConfig,
-               seed: int, verbose: bool) -> 'Judge':
-        """Precomputes degraded views of the clips, then trains the detector on mixed, shifted,
-        cropped examples of them. clips: [T] each, 16 kHz; infos: their sidecars."""
+               seed: int, verbose: bool, round_trip: tp.Optional[RoundTrip] = None) -> 'Judge':
+        """Precomputes views of the clips (clean, round trip, degraded), then trains the detector on
+        mixed, shifted, cropped examples of them. clips: [T] each, 16 kHz; infos: their sidecars."""
         length = max(clip.numel() for clip in clips)
         batch = torch.stack([F.pad(clip, (0, length - clip.numel())) for clip in clips])
         sources = sorted({event['source'] for info in infos for event in info['events']})
         generator = torch.Generator().manual_seed(seed)
         judge = cls(sources, config)
 
-        # Views are computed once: the degradations cost more than a training step.
+        # Views are computed once: the degradations and the round trip cost more than a training step.
         with torch.no_grad():
-            views = [judge.features.log_mel(batch)]
-            for _ in range(config.views - 1):
-                # In chunks: the FFT-domain degradations hold several copies of their input.
-                views.append(torch.cat([judge.features.log_mel(_degrade(chunk, generator))
-                                        for chunk in batch.split(64)]))
+            # In chunks: the codec and the FFT-domain degradations hold several copies of their input.
+            bases = [batch] if round_trip is None else [batch, torch.cat([
+                round_trip(chunk)[..., :length] for chunk in batch.split(64)])]
+            if bases[-1].shape != batch.shape or not torch.isfinite(bases[-1]).all():
+                raise ValueError(f"round_trip must return finite clips of the shape it is given, {tuple(batch.shape)}; "
+                                 f"got {tuple(bases[-1].shape)}.")
+            if config.views < 2 * len(bases):
+                raise ValueError(f"JudgeConfig.views={config.views}: needs at least {2 * len(bases)} (each of "
+                                 f"{len(bases)} base view(s) clean and degraded).")
+            views = [judge.features.log_mel(base) for base in bases]
+            for index in range(config.views - len(bases)):
+                base = bases[index % len(bases)]
+                views.append(torch.cat([judge.features.log_mel(augment.degrade(chunk, generator))
+                                        for chunk in base.split(64)]))
             features = torch.stack(views, dim=1)  # [N, V, M, T]
             derived = judge.features(features.flatten(0, 1))  # [N * V, 3M, T]
             judge.feature_mean = derived.mean(dim=(0, 2))
             judge.feature_std = derived.std(dim=(0, 2)) + 1e-5
             del derived
         num_frames = features.shape[-1]
-        targets = torch.stack([_frame_targets(info['events'], sources, num_frames, config.hop_length)
+        targets = torch.stack([augment.frame_targets(info['events'], sources, num_frames, config.hop_length)
                                for info in infos])  # [N, 2K, T]
 
         optimizer = torch.optim.Adam(judge.net.parameters(), lr=config.lr)
-        steps_per_epoch = max(1, len(clips) // config.batch_size)
+        # Every base view (clean, round trip) gets the epochs a clean-only judge gets.
+        steps_per_epoch = max(1, len(bases) * len(clips) // config.batch_size)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
         max_shift = int(0.2 * SAMPLE_RATE / config.hop_length)
@@ -461,14 +322,14 @@ class Judge:
         crop_frames = min(num_frames, int(config.crop_seconds * SAMPLE_RATE / config.hop_length))
         judge.net.train()
         for epoch in range(config.epochs):
-            order = torch.randperm(len(clips), generator=generator)
+            order = torch.randperm(len(clips), generator=generator).repeat(len(bases))
             total = 0.
             for step in range(steps_per_epoch):
                 index = order[step * config.batch_size:(step + 1) * config.batch_size]
                 view = torch.randint(config.views, (len(index),), generator=generator)
                 x, y = features[index, view], targets[index]
-                x, y = _mix(x, y, features, targets, config.mix_p, generator)
-                x, y = _shift(x, y, max_shift, generator)
+                x, y = augment.mix(x, y, features, targets, config.mix_p, generator)
+                x, y = augment.shift(x, y, max_shift, generator)
                 # A random window per batch: cheaper steps, and events cut at the edges.
                 start = int(torch.randint(num_frames - crop_frames + 1, (1,), generator=generator))
                 x, y = x[..., start:start + crop_frames], y[..., start:start + crop_frames]
@@ -492,21 +353,38 @@ class Judge:
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, path: tp.Union[str, Path]) -> None:
-        """Writes the judge (weights, sources, settings, normalisation) to one torch file."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        """Writes the judge (weights, sources, settings, normalisation, `fitted_on`) to one torch file,
+        atomically: an interrupted save leaves the previous file as it was."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + '.partial')
         torch.save({'version': JUDGE_VERSION, 'sources': self.sources, 'config': dataclasses.asdict(self.config),
-                    'state_dict': self.net.state_dict(),
-                    'feature_mean': self.feature_mean, 'feature_std': self.feature_std}, path)
+                    'state_dict': self.net.state_dict(), 'feature_mean': self.feature_mean,
+                    'feature_std': self.feature_std, 'fitted_on': self.fitted_on}, partial)
+        partial.replace(path)
 
     @classmethod
     def load(cls, path: tp.Union[str, Path]) -> 'Judge':
-        """Reads a judge written by `save`."""
-        package = torch.load(path, map_location='cpu', weights_only=True)
-        if package.get('version') != JUDGE_VERSION:
-            raise ValueError(f"{path} holds a judge of version {package.get('version')}, this code is version "
-                             f"{JUDGE_VERSION}: fit a new one (Judge.fit) and save it over the old file.")
+        """Reads a judge written by `save`.
+
+        Raises:
+            ValueError: the file is not a judge, or one saved by other judge code (`JUDGE_VERSION`);
+                the message names the file and how to refit it.
+        """
+        fix = (f"delete {path} and fit a new judge (`python -m rr_audiocraft.demo --until ceiling` refits the "
+               "demo's; in code: Judge.fit(...).save(path))")
+        try:
+            package = torch.load(path, map_location='cpu', weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # truncated file, random bytes, a pickle of something else
+            raise ValueError(f"{path} is not a readable judge ({type(exc).__name__}): {fix}.") from None
+        if not isinstance(package, dict) or package.get('version') != JUDGE_VERSION:
+            version = package.get('version') if isinstance(package, dict) else None
+            raise ValueError(f"{path} holds a judge of version {version}, saved by other judge code (this code is "
+                             f"version {JUDGE_VERSION}): {fix}.")
         return cls(package['sources'], JudgeConfig(**package['config']), package['state_dict'],
-                   package['feature_mean'], package['feature_std'])
+                   package['feature_mean'], package['feature_std'], package.get('fitted_on'))
 
     # -- inference -----------------------------------------------------------------------------
 
@@ -604,119 +482,22 @@ class Judge:
 
     # -- metrics -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _accuracies(predictions: tp.Sequence[tp.Mapping[str, tp.Any]],
-                    truths: tp.Sequence[tp.Mapping[str, tp.Any]]) -> tp.Dict[str, float]:
-        """Source micro-F1, count / order / relation accuracy of predictions against ground truths."""
-        true_positives = false_positives = false_negatives = 0
-        count_hits, order_hits, num_ordered, relation_hits, num_related = 0, 0, 0, 0, 0
-        for prediction, truth in zip(predictions, truths):
-            predicted, expected = set(prediction['sources']), set(truth['sources'])
-            true_positives += len(predicted & expected)
-            false_positives += len(predicted - expected)
-            false_negatives += len(expected - predicted)
-            count_hits += int(prediction['count'] == truth['count'])
-            # Only "then" captions fix the order of the two sources.
-            if truth.get('relation') == 'then':
-                num_ordered += 1
-                order_hits += int(prediction['order'] == list(truth['sources']))
-            if truth.get('relation') is not None:
-                num_related += 1
-                relation_hits += int(prediction['relation'] == truth['relation'])
-        denominator = 2 * true_positives + false_positives + false_negatives
-        return {
-            'source_f1': 2 * true_positives / denominator if denominator else 1.,
-            'count_acc': count_hits / len(truths),
-            'order_acc': order_hits / num_ordered if num_ordered else float('nan'),
-            'relation_acc': relation_hits / num_related if num_related else float('nan'),
-        }
-
-    def self_check(self, reference_wavs: Wavs, truths: tp.Sequence[tp.Mapping[str, tp.Any]],
-                   sample_rate: int = SAMPLE_RATE) -> tp.Dict[str, float]:
-        """Accuracy of the judge itself on real (synthesised) clips with known ground truth.
+    def score(self, wavs: Wavs, truths: tp.Sequence[tp.Mapping[str, tp.Any]], sample_rate: int = SAMPLE_RATE,
+              references: tp.Optional[Wavs] = None, reference_sample_rate: int = SAMPLE_RATE) -> tp.Dict[str, tp.Any]:
+        """The benchmark metrics of clips against their captions' ground truth (`scores.score_predictions`).
 
         Args:
-            reference_wavs: held-out clips (e.g. the test split), see `predict` for the format.
-            truths: their sidecars (need `sources` and `count`; `relation` enables order_acc and
-                relation_acc).
-            sample_rate: sample rate of the clips.
+            wavs: one clip per caption (references themselves, round trips or generated clips), see
+                `predict` for the format.
+            truths: the ground truth (sidecar) of each clip's caption.
+            sample_rate: their sample rate.
+            references: the dataset's clip of each caption, same order: adds `kl` and `fd`.
+            reference_sample_rate: the references' sample rate (the benchmark's 16 kHz by default).
         Returns:
-            dict: source_f1, count_acc, order_acc ("then" clips; NaN if none), relation_acc,
-            num_clips.
+            dict: see `scores.score_predictions`.
         """
-        return self.score(self.predict(reference_wavs, sample_rate), truths)
-
-    @classmethod
-    def score(cls, predictions: tp.Sequence[tp.Mapping[str, tp.Any]],
-              truths: tp.Sequence[tp.Mapping[str, tp.Any]]) -> tp.Dict[str, float]:
-        """`self_check`'s metrics of predictions made already (e.g. to also read `source_errors`)."""
-        _check_truths(truths, len(predictions))
-        metrics = cls._accuracies(predictions, truths)
-        metrics['num_clips'] = len(predictions)
-        return metrics
-
-    @staticmethod
-    def source_errors(predictions: tp.Sequence[tp.Mapping[str, tp.Any]],
-                      truths: tp.Sequence[tp.Mapping[str, tp.Any]]) -> tp.Dict[str, tp.Dict[str, int]]:
-        """Which sources the judge gets wrong, and in how many clips.
-
-        A low source F1 alone does not say whether a degraded clip lost its sources or gained ones
-        it never had (a codec's hiss heard as `noise`, its rumble as `hum`); these counts do.
-
-        Returns:
-            dict with `heard_absent` (source -> clips where it was heard but is not in the truth)
-            and `missed` (source -> clips where it is in the truth but was not heard), each sorted
-            by count, most frequent first.
-        """
-        _check_truths(truths, len(predictions))
-        heard_absent: tp.Dict[str, int] = {}
-        missed: tp.Dict[str, int] = {}
-        for prediction, truth in zip(predictions, truths):
-            predicted, expected = set(prediction['sources']), set(truth['sources'])
-            for source in predicted - expected:
-                heard_absent[source] = heard_absent.get(source, 0) + 1
-            for source in expected - predicted:
-                missed[source] = missed.get(source, 0) + 1
-
-        def by_count(counts: tp.Dict[str, int]) -> tp.Dict[str, int]:
-            return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-        return {'heard_absent': by_count(heard_absent), 'missed': by_count(missed)}
-
-    def report(self, generated_wavs: Wavs, truths: tp.Sequence[tp.Mapping[str, tp.Any]],
-               reference_wavs: Wavs, sample_rate: int = SAMPLE_RATE,
-               reference_sample_rate: int = SAMPLE_RATE) -> tp.Dict[str, float]:
-        """Benchmark metrics of generated clips.
-
-        Args:
-            generated_wavs: one generated clip per caption, see `predict` for the format.
-            truths: the ground truth (sidecar) of each caption.
-            reference_wavs: the dataset's clip for each caption, same order.
-            sample_rate: sample rate of the generated clips.
-            reference_sample_rate: sample rate of the references (the benchmark's 16 kHz by default,
-                whatever the generator's rate).
-        Returns:
-            dict with
-                source_f1, count_acc, order_acc, relation_acc: generated clips vs the truths,
-                kl: mean over clips of KL(p_ref || p_gen) between the judge's label posteriors
-                    (PaSST-KL analogue; 0 when the judge hears the same labels),
-                fd: Fréchet distance between the judge embeddings of the two sets (FAD analogue;
-                    NaN for a single clip),
-                num_clips.
-        """
-        generated_predictions = self.predict(generated_wavs, sample_rate)
-        reference_predictions = self.predict(reference_wavs, reference_sample_rate)
-        _check_truths(truths, len(generated_predictions))
-        if len(reference_predictions) != len(generated_predictions):
-            raise ValueError(f"Got {len(generated_predictions)} generated clips but "
-                             f"{len(reference_predictions)} references.")
-        metrics = self._accuracies(generated_predictions, truths)
-        generated_posteriors = np.stack([prediction['posteriors'] for prediction in generated_predictions])
-        reference_posteriors = np.stack([prediction['posteriors'] for prediction in reference_predictions])
-        metrics['kl'] = float(kl_divergence(reference_posteriors, generated_posteriors).mean())
-        metrics['fd'] = float('nan')
-        if len(generated_predictions) >= 2:
-            metrics['fd'] = frechet_distance(
-                np.stack([prediction['embedding'] for prediction in generated_predictions]),
-                np.stack([prediction['embedding'] for prediction in reference_predictions]), ridge=self.config.fd_ridge)
-        metrics['num_clips'] = len(generated_predictions)
-        return metrics
+        # Checked before anything is judged: predicting costs seconds.
+        check_truths(truths, wavs.shape[0] if isinstance(wavs, (np.ndarray, torch.Tensor)) else len(wavs))
+        predictions = self.predict(wavs, sample_rate)
+        reference_predictions = None if references is None else self.predict(references, reference_sample_rate)
+        return score_predictions(predictions, truths, reference_predictions, fd_ridge=self.config.fd_ridge)

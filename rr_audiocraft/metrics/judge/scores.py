@@ -1,0 +1,117 @@
+"""The benchmark's metrics, computed from the judge's predictions (`Judge.predict`).
+
+`score_predictions` is the one place they are computed; `Judge.score` predicts and calls it. Per
+clip, against the caption's ground truth (the sidecar): source micro-F1, count accuracy, order
+accuracy (over "then" captions, the only ones that fix an order) and relation accuracy, plus which
+sources were heard but absent or missed (a codec's hiss heard as `noise`, its rumble as `hum`).
+Against reference clips of the same captions: `kl` (the analogue of AudioCraft's PaSST KL over the
+judge's label posteriors) and `fd` (the analogue of FAD over its embeddings).
+"""
+import typing as tp
+
+import numpy as np
+import scipy.linalg
+
+Prediction = tp.Mapping[str, tp.Any]
+Truth = tp.Mapping[str, tp.Any]
+
+
+def check_truths(truths: tp.Sequence[tp.Mapping[str, tp.Any]], num_clips: int) -> None:
+    if len(truths) != num_clips:
+        raise ValueError(f"Got {num_clips} clips but {len(truths)} ground truths.")
+    for index, truth in enumerate(truths):
+        missing = [key for key in ('sources', 'count') if key not in truth]
+        if missing:
+            raise ValueError(f"Ground truth {index} lacks {missing} (expected a sidecar of rr_audiocraft.data.synth).")
+
+
+def frechet_distance(embeddings_a: np.ndarray, embeddings_b: np.ndarray, ridge: float = 1e-6) -> float:
+    """Fréchet distance between Gaussians fitted to two embedding sets, [N, D] and [M, D].
+
+    `ridge` is added to both covariance diagonals: with fewer clips than dimensions the sample
+    covariances are singular and their matrix square root would be ill-conditioned.
+    """
+    if len(embeddings_a) < 2 or len(embeddings_b) < 2:
+        raise ValueError("The Fréchet distance needs at least 2 clips per set.")
+    mu_a, mu_b = embeddings_a.mean(0), embeddings_b.mean(0)
+    eye = np.eye(embeddings_a.shape[1])
+    sigma_a = np.cov(embeddings_a, rowvar=False) + ridge * eye
+    sigma_b = np.cov(embeddings_b, rowvar=False) + ridge * eye
+    covmean = scipy.linalg.sqrtm(sigma_a @ sigma_b)
+    covmean = np.real(covmean)  # sqrtm returns tiny imaginary parts from round-off.
+    distance = np.sum((mu_a - mu_b) ** 2) + np.trace(sigma_a + sigma_b - 2 * covmean)
+    return float(max(distance, 0.))
+
+
+def kl_divergence(target_probs: np.ndarray, pred_probs: np.ndarray, epsilon: float = 1e-6) -> np.ndarray:
+    """KL(target || pred) per row of [N, K] distributions, with AudioCraft's KLDivergenceMetric
+    convention (epsilon added to the predictions before the log). Returns [N]."""
+    return np.sum(target_probs * (np.log(target_probs + 1e-12) - np.log(pred_probs + epsilon)), axis=-1)
+
+
+
+def _by_count(counts: tp.Dict[str, int]) -> tp.Dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def score_predictions(predictions: tp.Sequence[Prediction], truths: tp.Sequence[Truth],
+                      reference_predictions: tp.Optional[tp.Sequence[Prediction]] = None,
+                      fd_ridge: float = 1e-6) -> tp.Dict[str, tp.Any]:
+    """Benchmark metrics of predictions against their ground truths (and reference clips).
+
+    Args:
+        predictions: `Judge.predict` outputs (at least `sources` and `count`; `order`, and for
+            the reference metrics `posteriors` and `embedding`).
+        truths: the ground truth (sidecar) of each clip's caption, same order.
+        reference_predictions: predictions on the dataset's clip of each caption, same order;
+            adds `kl` and `fd`.
+        fd_ridge: see `frechet_distance`.
+    Returns:
+        dict with source_f1, count_acc, order_acc ("then" captions; NaN if none), relation_acc
+        (NaN if the truths have no relation), num_clips, heard_absent and missed (source ->
+        number of clips, most frequent first) and, with references, kl (mean over clips of
+        KL(p_ref || p_gen); 0 when the judge hears the same labels) and fd (NaN for one clip).
+    """
+    check_truths(truths, len(predictions))
+    true_positives = false_positives = false_negatives = 0
+    count_hits, order_hits, num_ordered, relation_hits, num_related = 0, 0, 0, 0, 0
+    heard_absent: tp.Dict[str, int] = {}
+    missed: tp.Dict[str, int] = {}
+    for prediction, truth in zip(predictions, truths):
+        predicted, expected = set(prediction['sources']), set(truth['sources'])
+        true_positives += len(predicted & expected)
+        false_positives += len(predicted - expected)
+        false_negatives += len(expected - predicted)
+        for source in predicted - expected:
+            heard_absent[source] = heard_absent.get(source, 0) + 1
+        for source in expected - predicted:
+            missed[source] = missed.get(source, 0) + 1
+        count_hits += int(prediction['count'] == truth['count'])
+        if truth.get('relation') == 'then':
+            num_ordered += 1
+            order_hits += int(list(prediction['order']) == list(truth['sources']))
+        if truth.get('relation') is not None:
+            num_related += 1
+            relation_hits += int(prediction.get('relation') == truth['relation'])
+    denominator = 2 * true_positives + false_positives + false_negatives
+    metrics: tp.Dict[str, tp.Any] = {
+        'source_f1': 2 * true_positives / denominator if denominator else 1.,
+        'count_acc': count_hits / len(truths),
+        'order_acc': order_hits / num_ordered if num_ordered else float('nan'),
+        'relation_acc': relation_hits / num_related if num_related else float('nan'),
+        'num_clips': len(predictions),
+        'heard_absent': _by_count(heard_absent),
+        'missed': _by_count(missed),
+    }
+    if reference_predictions is not None:
+        if len(reference_predictions) != len(predictions):
+            raise ValueError(f"Got {len(predictions)} generated clips but {len(reference_predictions)} references.")
+        posteriors = np.stack([prediction['posteriors'] for prediction in predictions])
+        reference_posteriors = np.stack([prediction['posteriors'] for prediction in reference_predictions])
+        metrics['kl'] = float(kl_divergence(reference_posteriors, posteriors).mean())
+        metrics['fd'] = float('nan')
+        if len(predictions) >= 2:
+            metrics['fd'] = frechet_distance(np.stack([prediction['embedding'] for prediction in predictions]),
+                                             np.stack([prediction['embedding'] for prediction in reference_predictions]),
+                                             ridge=fd_ridge)
+    return metrics

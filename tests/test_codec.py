@@ -1,0 +1,108 @@
+"""Tests of the codec diagnosis (rr_audiocraft.codec.band_error_db)."""
+import numpy as np
+import pytest
+import scipy.signal
+
+from rr_audiocraft.codec import band_error_db
+
+
+def bands_at_16k():
+    return ['0-500 Hz', '500-1000 Hz', '1000-2000 Hz', '2000-4000 Hz', '4000-8000 Hz']
+
+
+def test_band_error_shows_which_bands_a_round_trip_loses():
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((4, 16000))
+    # A "codec" that keeps everything under 1 kHz and drops the rest.
+    lowpass = scipy.signal.butter(8, 1000, fs=16000, output='sos')
+    decoded = scipy.signal.sosfiltfilt(lowpass, reference, axis=-1)
+    bands = band_error_db(reference, decoded, 16000)
+    assert list(bands) == bands_at_16k()
+    assert bands['0-500 Hz'] < -10          # kept (the filter's edge sits at 1 kHz)
+    for band in ('2000-4000 Hz', '4000-8000 Hz'):
+        assert bands[band] == pytest.approx(0., abs=0.05)  # nothing comes through
+    nearly_lossless = band_error_db(reference, reference + 1e-6 * rng.standard_normal(reference.shape), 16000)
+    assert all(db < -100 for db in nearly_lossless.values())
+
+
+def test_band_error_skips_empty_and_unreachable_bands():
+    t = np.arange(16000) / 8000
+    tone = np.sin(2 * np.pi * 440 * t)[None]  # nothing above 1 kHz; 8 kHz rate: no band above 4 kHz
+    bands = band_error_db(tone, 0.5 * tone, 8000)
+    assert list(bands) == ['0-500 Hz', '500-1000 Hz', '1000-2000 Hz', '2000-4000 Hz']
+    assert bands['0-500 Hz'] == pytest.approx(20 * np.log10(0.5), abs=1e-6)
+    silence = np.zeros((2, 1000))
+    assert band_error_db(silence, silence + 0.1, 16000) == dict.fromkeys(bands_at_16k(), None)
+    with pytest.raises(ValueError, match='same shape'):
+        band_error_db(tone, tone[:, :100], 8000)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped artefact (assets/encodec_synth_8khz).
+# ---------------------------------------------------------------------------------------------
+
+def shipped_copy(tmp_path):
+    import shutil
+    from rr_audiocraft.codec import asset_dir
+    copy = tmp_path / 'codec'
+    shutil.copytree(asset_dir(), copy)
+    return copy
+
+
+def test_the_shipped_codec_loads_in_stock_audiocraft_and_matches_its_record():
+    import json
+    from audiocraft.models import CompressionModel
+    from rr_audiocraft.codec import MANIFEST_FILE, STATE_FILE, asset_dir, verify_asset
+    manifest = json.loads((asset_dir() / MANIFEST_FILE).read_text())
+    assert verify_asset(asset_dir()) == asset_dir() / STATE_FILE
+    assert manifest['bytes'] == (asset_dir() / STATE_FILE).stat().st_size <= 20_000_000
+    assert manifest['command'].startswith('make codec') and manifest['training_seconds'] > 0
+    for key in ('relative_mse', 'band_error_db', 'codebook_perplexity'):
+        assert key in manifest['test_report']
+    # Stock loading, both forms: the folder, and the file LM configs name after //pretrained/.
+    for name in (asset_dir(), asset_dir() / STATE_FILE):
+        model = CompressionModel.get_pretrained(str(name))
+        assert (model.sample_rate, model.frame_rate, model.num_codebooks, model.cardinality) == (8000, 50, 4, 256)
+
+
+def test_a_corrupted_or_incomplete_codec_is_refused_with_the_fix(tmp_path):
+    from rr_audiocraft.codec import AssetError, STATE_FILE, verify_asset, verify_compression_reference
+    copy = shipped_copy(tmp_path)
+    assert verify_asset(copy) == copy / STATE_FILE
+    data = bytearray((copy / STATE_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    (copy / STATE_FILE).write_bytes(bytes(data))
+    with pytest.raises(AssetError, match=rf'{copy / STATE_FILE} is corrupted: its sha256 is .*make codec'):
+        verify_asset(copy)
+    # What an LM config names: the same check, before anything is loaded.
+    with pytest.raises(AssetError, match='is corrupted'):
+        verify_compression_reference(f'//pretrained/{copy / STATE_FILE}')
+    verify_compression_reference('//pretrained/facebook/encodec_32khz')  # not an asset: left alone
+    (copy / 'asset.json').unlink()
+    with pytest.raises(AssetError, match=r'asset\.json is missing'):
+        verify_asset(copy)
+
+
+def test_the_shipped_codec_reconstructs_the_benchmark(tiny_data):
+    """On held-out benchmark clips it keeps most of the signal and uses its codebooks."""
+    from rr_audiocraft.codec import codec_report, load_asset
+    from rr_audiocraft.data.synth import load_clips
+    wavs, _, sample_rate = load_clips(tiny_data / 'egs' / 'test')
+    report = codec_report(load_asset(), wavs, sample_rate)
+    print(report)
+    assert report['relative_mse'] < 0.5
+    assert report['band_error_db']['0-500 Hz'] < -6
+    assert min(report['codebook_perplexity']) > 8  # no codebook collapsed to a few codes
+
+
+def test_rr_solver_refuses_a_corrupted_codec_before_building_anything(tmp_path, tiny_data):
+    from conftest import datasource_overrides
+    from rr_audiocraft.codec import AssetError, STATE_FILE
+    from rr_audiocraft.solvers import RRAudioGenSolver
+    from rr_audiocraft.train import main
+    copy = shipped_copy(tmp_path)
+    (copy / STATE_FILE).write_bytes((copy / STATE_FILE).read_bytes()[:-100])  # a truncated copy
+    cfg = main.get_xp(['solver=rr_audiogen/tiny', f'compression_model_checkpoint=//pretrained/{copy / STATE_FILE}',
+                       *datasource_overrides(tiny_data)]).cfg
+    with pytest.raises(AssetError, match='is corrupted'):
+        RRAudioGenSolver(cfg)
