@@ -300,7 +300,9 @@ class Judge:
                                  f"{len(bases)} base view(s) clean and degraded).")
             views = [judge.features.log_mel(base) for base in bases]
             for index in range(config.views - len(bases)):
-                base = bases[index % len(bases)]
+                # One degraded view of the clean clips, the others of the round trips: what the judge
+                # scores (round-tripped references, generated audio) all comes out of the codec.
+                base = bases[0] if index == 0 else bases[-1]
                 views.append(torch.cat([judge.features.log_mel(augment.degrade(chunk, generator))
                                         for chunk in base.split(64)]))
             features = torch.stack(views, dim=1)  # [N, V, M, T]
