@@ -83,16 +83,18 @@ def test_a_corrupted_or_incomplete_codec_is_refused_with_the_fix(tmp_path):
         verify_asset(copy)
 
 
-def test_the_shipped_codec_reconstructs_the_benchmark(tiny_data):
-    """On held-out benchmark clips it keeps most of the signal and uses its codebooks."""
+def test_the_shipped_codec_reconstructs_the_benchmark():
+    """On 40 held-out-pair clips it keeps most of the signal under 1 kHz and uses its codebooks
+    (silence would score relative MSE 1 and 0 dB in every band)."""
     from rr_audiocraft.codec import codec_report, load_asset
-    from rr_audiocraft.data.synth import load_clips
-    wavs, _, sample_rate = load_clips(tiny_data / 'egs' / 'test')
-    report = codec_report(load_asset(), wavs, sample_rate)
+    from rr_audiocraft.data import synth
+    rng = np.random.default_rng(2024)
+    wavs = [synth.synthesize_clip(synth.sample_spec(rng, 'test'))[0] for _ in range(40)]
+    report = codec_report(load_asset(), wavs, synth.DEFAULT_SAMPLE_RATE)
     print(report)
-    assert report['relative_mse'] < 0.5
-    assert report['band_error_db']['0-500 Hz'] < -6
-    assert min(report['codebook_perplexity']) > 3  # no codebook collapsed to one or two codes (shipped: 5-9)
+    assert report['relative_mse'] < 0.6  # 0.41-0.45 on the 60-clip test splits of seeds 0-2
+    assert report['band_error_db']['0-500 Hz'] < -6 and report['band_error_db']['500-1000 Hz'] < -1
+    assert min(report['codebook_perplexity']) > 2  # no codebook collapsed to one code (here: 3.3-5.0)
 
 
 def test_rr_solver_refuses_a_corrupted_codec_before_building_anything(tmp_path, tiny_data):

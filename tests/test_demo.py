@@ -47,7 +47,7 @@ def test_a_corrupted_codec_stops_the_demo_first(tmp_path):
     shutil.copytree(asset_dir(), codec)
     (codec / STATE_FILE).write_bytes(b'0' * 100)
     proc = run_demo('--data', str(tmp_path / 'bench'), '--out', str(tmp_path / 'out'), '--codec', str(codec),
-                    '--until', 'ceiling', timeout=120)
+                    '--until', 'ceiling', timeout=600)
     assert proc.returncode != 0
     assert f'The codec artefact {codec / STATE_FILE} is corrupted' in proc.stderr and 'Traceback' not in proc.stderr
     assert not (tmp_path / 'bench').exists()  # stopped before the benchmark was even written
