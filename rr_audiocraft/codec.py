@@ -272,6 +272,11 @@ def band_error_db(reference: tp.Any, decoded: tp.Any, sample_rate: int,
     return bands
 
 
+def format_bands(bands: tp.Mapping[str, tp.Optional[float]]) -> str:
+    """`band_error_db`'s result as one line: '0-500 Hz -12.5 dB, ...' ('n/a': no reference energy)."""
+    return ', '.join(f"{band} {'n/a' if db is None else f'{db:.1f} dB'}" for band, db in bands.items())
+
+
 def codec_report(model: tp.Any, wavs: tp.Sequence[tp.Any], sample_rate: int) -> tp.Dict[str, tp.Any]:
     """How well the codec carries a set of clips (e.g. a benchmark's test split), at its own rate.
 
@@ -313,8 +318,7 @@ def report_stage(model: tp.Any, benchmark: Path, num_clips: int = 600, seed: int
     wavs, _, sample_rate = load_clips(benchmark / 'egs' / 'test')
     report = codec_report(model, wavs, sample_rate)
     log('report', f"test split of {benchmark} ({report['num_clips']} clips): relative MSE {report['relative_mse']:.3f}; "
-                  "error per band " + ', '.join(f"{band} {'n/a' if db is None else f'{db:.1f} dB'}"
-                                                for band, db in report['band_error_db'].items()))
+                  "error per band " + format_bands(report['band_error_db']))
     log('report', f"code usage per codebook: perplexity {report['codebook_perplexity']} of {report['bins']}, "
                   f"codes used {report['codebook_usage']}")
     return report

@@ -119,7 +119,7 @@ def scale_stage(judge: tp.Any, codec: tp.Any, wavs: tp.List[tp.Any], truths: tp.
     the clean references scored against shuffled captions (`floor`)."""
     import numpy as np
     import torch
-    from .codec import codec_report, round_trip_fn
+    from .codec import codec_report, format_bands, round_trip_fn
     from .metrics.judge import score_predictions
     predictions = judge.predict(wavs, sample_rate)
     judge_clean = score_predictions(predictions, truths)
@@ -135,7 +135,7 @@ def scale_stage(judge: tp.Any, codec: tp.Any, wavs: tp.List[tp.Any], truths: tp.
         log('scale', f"{name}: " + ', '.join(f"{key} {metrics[key]:.3f}" for key in SCALE_KEYS))
     report = ceiling['codec']
     log('scale', f"codec on these {report['num_clips']} clips: relative MSE {report['relative_mse']:.3f}; error per band "
-        + ', '.join(f"{band} {'n/a' if db is None else f'{db:.1f} dB'}" for band, db in report['band_error_db'].items())
+        + format_bands(report['band_error_db'])
         + f"; codebook perplexity {report['codebook_perplexity']} of {report['bins']}")
     for key, what in (('heard_absent', 'heard but not there'), ('missed', 'missed')):
         if ceiling[key]:
