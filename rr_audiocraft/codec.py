@@ -17,8 +17,11 @@ Every load through this project checks the file's sha256 against `asset.json` fi
   1. corpus    the synthetic benchmark with its own seed (`CORPUS_SEED`): the codec never hears the
                clips of any benchmark it is measured on, nor a held-out source pair
   2. excerpts  salient 1.5 s excerpts of its train / valid splits at 8 kHz (`data.excerpts`)
-  3. train     `dora -P rr_audiocraft run solver=rr_compression/synth_8khz ...` (resumes when interrupted)
-  4. export    the stock export of the XP's best state into the asset folder, with `asset.json`
+  3. train     two dora XPs, each resuming when interrupted: `solver=rr_compression/synth_8khz`
+               (waveform L2, quantizer-free warm-up, then RVQ), then
+               `solver=rr_compression/synth_8khz_spectral continue_from=//sig/<first>` (+ the stock
+               multi-scale mel loss, which carries the bands above 1 kHz)
+  4. export    the stock export of the second XP's best state into the asset folder, with `asset.json`
   5. report    relative MSE, error per band and code usage per codebook on the benchmark's test split
 """
 import argparse
@@ -35,12 +38,12 @@ from . import REPO_ROOT
 
 ASSET_NAME = 'encodec_synth_8khz'
 ASSETS_DIR = REPO_ROOT / 'assets'
-SOLVER = 'rr_compression/synth_8khz'
+SOLVERS = ('rr_compression/synth_8khz', 'rr_compression/synth_8khz_spectral')  # the recipe's stages, in order
 CORPUS_SEED = 1000  # never a seed the demo or the tests measure with (they use 0, 1, 2, ...)
 CORPUS_CLIPS = 2000
 STATE_FILE = 'compression_state_dict.bin'  # the stock export's file name (audiocraft.models.loaders)
 MANIFEST_FILE = 'asset.json'
-FIX_COMMAND = f"git checkout -- assets/{ASSET_NAME}  (the shipped copy), or `make codec` (retrain it, ~80 min)"
+FIX_COMMAND = f"git checkout -- assets/{ASSET_NAME}  (the shipped copy), or `make codec` (retrain it, ~55 min)"
 
 
 def log(stage: str, message: str) -> None:
@@ -51,10 +54,10 @@ def asset_dir(name: str = ASSET_NAME) -> Path:
     return ASSETS_DIR / name
 
 
-def train_overrides(data_dir: Path) -> tp.List[str]:
-    """The XP's overrides: the recipe's solver config and its excerpt corpus."""
+def train_overrides(data_dir: Path, solver: str = SOLVERS[0]) -> tp.List[str]:
+    """One stage's overrides: its solver config and the excerpt corpus."""
     egs = data_dir / 'excerpts' / 'egs'
-    return [f'solver={SOLVER}', f'datasource.train={egs}/train', f'datasource.valid={egs}/valid',
+    return [f'solver={solver}', f'datasource.train={egs}/train', f'datasource.valid={egs}/valid',
             f'datasource.evaluate={egs}/valid', f'datasource.generate={egs}/valid']
 
 
@@ -73,10 +76,16 @@ def corpus_stage(data_dir: Path) -> None:
     stamp.write_text(json.dumps(wanted))
 
 
-def train_stage(data_dir: Path, extra: tp.Sequence[str]) -> tp.Any:
-    """Runs (or resumes) the compression XP; returns it once its history holds every epoch."""
+def stage_overrides(data_dir: Path, extra: tp.Sequence[str], previous: tp.Optional[tp.Any],
+                    solver: str) -> tp.List[str]:
+    """The dora overrides of one stage; a later stage continues from the previous stage's XP."""
+    overrides = train_overrides(data_dir, solver) + list(extra)
+    return overrides + ([f'continue_from=//sig/{previous.sig}'] if previous is not None else [])
+
+
+def train_xp(overrides: tp.List[str]) -> tp.Any:
+    """Runs (or resumes) one compression XP; returns it once its history holds every epoch."""
     from .train import main
-    overrides = train_overrides(data_dir) + list(extra)
     xp = main.get_xp(overrides)
     history = xp.folder / 'history.json'
     if history.exists() and len(json.loads(history.read_text())) >= xp.cfg.optim.epochs:
@@ -90,6 +99,15 @@ def train_stage(data_dir: Path, extra: tp.Sequence[str]) -> tp.Any:
     if proc.returncode != 0:
         raise SystemExit(f"codec: XP {xp.sig} failed; see {xp.folder / 'codec.log'}; rerun `make codec` to resume")
     return xp
+
+
+def train_stage(data_dir: Path, extra: tp.Sequence[str]) -> tp.List[tp.Any]:
+    """Trains the recipe's XPs in order (`SOLVERS`); `extra` overrides go to every stage, so that
+    the later ones can load the earlier ones' weights. Returns the XPs, the last one the codec."""
+    xps: tp.List[tp.Any] = []
+    for solver in SOLVERS:
+        xps.append(train_xp(stage_overrides(data_dir, extra, xps[-1] if xps else None, solver)))
+    return xps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,8 +183,8 @@ def load_asset(name: str = ASSET_NAME, device: str = 'cpu') -> tp.Any:
     return CompressionModel.get_pretrained(str(state), device=device).eval()
 
 
-def export_stage(xp: tp.Any, data_dir: Path, name: str = ASSET_NAME) -> Path:
-    """Writes the stock export of the XP's best state and its `asset.json` into the asset folder.
+def export_stage(xps: tp.Sequence[tp.Any], data_dir: Path, name: str = ASSET_NAME) -> Path:
+    """Writes the stock export of the last XP's best state and its `asset.json` into the asset folder.
 
     The state file is written by `audiocraft.utils.export.export_encodec` (its `best_state` is the
     EMA model when the XP trains with EMA, as the stock solver keeps it).
@@ -177,11 +195,20 @@ def export_stage(xp: tp.Any, data_dir: Path, name: str = ASSET_NAME) -> Path:
     folder = asset_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / (STATE_FILE + '.partial')
+    xp = xps[-1]
     export_encodec(xp.folder / 'checkpoint.th', partial)
-    history = json.loads((xp.folder / 'history.json').read_text())
-    train_seconds = sum(stage.get('duration', 0.) for epoch in history for stage in epoch.values()
-                        if isinstance(stage, dict))
-    overrides = [override.replace(str(REPO_ROOT) + '/', '') for override in train_overrides(data_dir)]
+    stages, train_seconds = [], 0.
+    for stage_xp in xps:
+        history = json.loads((stage_xp.folder / 'history.json').read_text())
+        seconds = sum(stage.get('duration', 0.) for epoch in history for stage in epoch.values()
+                      if isinstance(stage, dict))
+        train_seconds += seconds
+        solver = next(arg.split('=', 1)[1] for arg in stage_xp.argv if arg.startswith('solver='))
+        stages.append({'solver_config': f'config/solver/{solver}.yaml',
+                       'dora_overrides': [arg.replace(str(REPO_ROOT) + '/', '') for arg in stage_xp.argv],
+                       'xp_sig': stage_xp.sig, 'epochs': len(history),
+                       'updates': len(history) * int(stage_xp.cfg.optim.updates_per_epoch),
+                       'training_seconds': round(seconds, 1)})
     manifest = {
         'name': name,
         'what': "EnCodec of the embedded synthetic benchmark (stock EncodecModel: SEANet + RVQ), 8 kHz, "
@@ -189,11 +216,9 @@ def export_stage(xp: tp.Any, data_dir: Path, name: str = ASSET_NAME) -> Path:
         'sha256': sha256_of(partial),
         'bytes': partial.stat().st_size,
         'command': 'make codec   (= python -m rr_audiocraft.codec train)',
-        'recipe': {'solver_config': f'config/solver/{SOLVER}.yaml', 'dora_overrides': overrides,
+        'recipe': {'stages': stages,
                    'corpus': {'generator': 'rr_audiocraft.data.synth', 'seed': CORPUS_SEED, 'num_clips': CORPUS_CLIPS,
-                              'excerpts': 'rr_audiocraft.data.excerpts (train/valid splits only)'},
-                   'xp_sig': xp.sig, 'epochs': len(history),
-                   'updates': len(history) * int(xp.cfg.optim.updates_per_epoch)},
+                              'excerpts': 'rr_audiocraft.data.excerpts (train/valid splits only)'}},
         'training_seconds': round(train_seconds, 1),
         'trained_on': f"{os.cpu_count()} CPU cores, {int(xp.cfg.num_threads)} torch threads",
         'versions': _versions(),
@@ -344,8 +369,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
             return 0
         data_dir = args.data.resolve()
         corpus_stage(data_dir)
-        xp = train_stage(data_dir, args.overrides)
-        export_stage(xp, data_dir)
+        xps = train_stage(data_dir, args.overrides)
+        export_stage(xps, data_dir)
         manifest_path = asset_dir() / MANIFEST_FILE
         manifest = json.loads(manifest_path.read_text())
         manifest['test_report'] = report_stage(load_asset(), REPO_ROOT / 'data' / 'synth')

@@ -1,4 +1,4 @@
-"""Tests of the codec diagnosis (rr_audiocraft.codec.band_error_db)."""
+"""Tests of the shipped codec, its recipe (`make codec`) and its diagnosis (rr_audiocraft.codec)."""
 import numpy as np
 import pytest
 import scipy.signal
@@ -110,19 +110,44 @@ def test_rr_solver_refuses_a_corrupted_codec_before_building_anything(tmp_path, 
         RRAudioGenSolver(cfg)
 
 
-def test_compression_solver_warms_up_without_the_quantizer_then_trains_the_rvq(tiny_data):
-    """`solver=rr_compression/...` through the real entry point: the warm-up epochs bypass the RVQ
-    (stock DummyQuantizer: full-rate latent, no codes), the later ones train with it."""
+def test_make_codec_trains_both_stages_through_dora_and_exports_a_checked_asset(tmp_path, tiny_data, monkeypatch):
+    """`make codec`'s train and export stages on tiny settings, through the real entry point: the
+    first XP warms up without the quantizer (stock DummyQuantizer: full-rate latent, no codes) and
+    then trains the RVQ; the second continues from its weights with the mel loss; the export is a
+    stock compression state whose asset.json records both stages and the sha256 it is checked by."""
     import json
-    from conftest import datasource_overrides, run_dora, run_xp, xp_dir
-    overrides = ['solver=rr_compression/synth_8khz', 'optim.epochs=2', 'optim.updates_per_epoch=2',
-                 'quantizer_warmup_epochs=1', 'dataset.train.num_samples=16', 'dataset.valid.num_samples=8',
-                 'dataset.evaluate.num_samples=8', 'num_threads=1', *datasource_overrides(tiny_data)]
-    sig = run_xp(*overrides)
-    history = json.loads((xp_dir(sig) / 'history.json').read_text())
-    assert [epoch['train']['quantized'] for epoch in history] == [0., 1.]
-    assert history[0]['train']['bandwidth'] > 100 and history[1]['train']['bandwidth'] == pytest.approx(1.6)
-    assert 'penalty' in history[1]['train'] and 'penalty' not in history[0]['train']
-    bad = [override for override in overrides if not override.startswith('quantizer_warmup_epochs=')]
-    proc = run_dora('run', *bad, 'quantizer_warmup_epochs=2', check=False)
+    from audiocraft.models import CompressionModel
+    from conftest import run_dora, xp_dir
+    from rr_audiocraft import codec
+    data_dir = tmp_path / 'codec'
+    (data_dir / 'excerpts').mkdir(parents=True)
+    (data_dir / 'excerpts' / 'egs').symlink_to(tiny_data / 'egs')
+    extra = ['optim.epochs=3', 'optim.updates_per_epoch=2', 'dataset.train.num_samples=16',
+             'dataset.valid.num_samples=8', 'dataset.evaluate.num_samples=8', 'num_threads=1']
+    first, second = codec.train_stage(data_dir, extra)
+    history = json.loads((xp_dir(first.sig) / 'history.json').read_text())
+    assert [epoch['train']['quantized'] for epoch in history] == [0., 0., 1.]  # quantizer_warmup_epochs: 2
+    assert history[0]['train']['bandwidth'] > 100 and history[2]['train']['bandwidth'] == pytest.approx(1.6)
+    assert 'penalty' in history[2]['train'] and 'penalty' not in history[0]['train']
+    assert f'continue_from=//sig/{first.sig}' in second.argv
+    assert f'Continuing from provided checkpoint: //sig/{first.sig}' in (xp_dir(second.sig) / 'codec.log').read_text()
+    history = json.loads((xp_dir(second.sig) / 'history.json').read_text())
+    assert [epoch['train']['quantized'] for epoch in history] == [1., 1., 1.]
+    assert second.cfg.losses.msspec > 0 and first.cfg.losses.msspec == 0  # trained on in the second stage only
+    assert codec.train_stage(data_dir, extra)[1].sig == second.sig  # a rerun finds both trained
+
+    monkeypatch.setattr(codec, 'ASSETS_DIR', tmp_path / 'assets')
+    folder = codec.export_stage([first, second], data_dir)
+    state = codec.verify_asset(folder)
+    manifest = json.loads((folder / codec.MANIFEST_FILE).read_text())
+    stages = manifest['recipe']['stages']
+    assert [stage['xp_sig'] for stage in stages] == [first.sig, second.sig]
+    assert [stage['solver_config'] for stage in stages] == [f'config/solver/{solver}.yaml' for solver in codec.SOLVERS]
+    assert manifest['training_seconds'] == pytest.approx(sum(stage['training_seconds'] for stage in stages), abs=0.2)
+    model = CompressionModel.get_pretrained(str(state))
+    assert model.sample_rate == 8000 and model.num_codebooks == 4
+
+    overrides = [override for override in codec.stage_overrides(data_dir, extra, None, codec.SOLVERS[0])
+                 if not override.startswith('optim.epochs=')]
+    proc = run_dora('run', *overrides, 'optim.epochs=2', 'quantizer_warmup_epochs=2', check=False)
     assert proc.returncode != 0 and 'quantizer_warmup_epochs=2 must be a whole number of epochs in [0, optim.epochs=2)' in proc.stderr
