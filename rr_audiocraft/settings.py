@@ -20,7 +20,7 @@ class ConfigError(ValueError):
     def __init__(self, problems: tp.Sequence[str]):
         self.problems = list(problems)
         if len(self.problems) == 1:
-            message = f"Config check failed: {self.problems[0]}"
+            message = self.problems[0]
         else:
             message = f"Config check failed, {len(self.problems)} problems:\n" + '\n'.join(
                 f"  - {problem}" for problem in self.problems)
