@@ -68,6 +68,7 @@ import sys
 import tempfile
 import time
 import typing as tp
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -230,18 +231,21 @@ def _step(solver, batch) -> None:
     solver.run_step(2, batch, {})
 
 
-def timed(fn: tp.Callable[[], tp.Any], device: str) -> float:
-    """Wall time of one call, in seconds (device synchronised before and after)."""
-    return timed_wall_and_cpu(fn, device)[0]
+@dataclass(frozen=True)
+class Timing:
+    """One timed call: wall seconds (`perf_counter`) and CPU seconds (`process_time`, all threads of this
+    process); every time in the report is a median of these."""
+    wall_s: float
+    cpu_s: float
 
 
-def timed_wall_and_cpu(fn: tp.Callable[[], tp.Any], device: str) -> tp.Tuple[float, float]:
-    """Wall time and CPU time (all threads of this process) of one call, in seconds."""
+def timed(fn: tp.Callable[[], tp.Any], device: str) -> Timing:
+    """Time one call (device synchronised before and after)."""
     _sync(device)
     begin, begin_cpu = time.perf_counter(), time.process_time()
     fn()
     _sync(device)
-    return time.perf_counter() - begin, time.process_time() - begin_cpu
+    return Timing(time.perf_counter() - begin, time.process_time() - begin_cpu)
 
 
 def peak_memory(fn: tp.Callable[[], tp.Any], device: str) -> int:
@@ -285,18 +289,30 @@ def alternate(fns: tp.Dict[str, tp.Callable[[], tp.Any]], rounds: int, warmup: i
     return out
 
 
-def _ratios(values: tp.Dict[str, tp.List[float]], name: str = 'rr') -> tp.Dict[str, tp.Any]:
-    """Medians of 'stock' and `name`, and the median (with quartiles) of their per-round ratio."""
-    stock, other = values['stock'], values[name]
+@dataclass(frozen=True)
+class Comparison:
+    """Something measured against stock in the same rounds (a time or a peak memory): medians and ratios.
+
+    Attributes:
+        stock (float): Median of stock's values.
+        other (float): Median of the other's values.
+        ratio (float): Median of the per-round ratios other / stock; each round's calls ran back to back,
+            so this cancels slow drift of the machine.
+        ratio_of_medians (float): other / stock.
+        ratio_iqr (tuple of float): First and third quartiles of the per-round ratios.
+    """
+    stock: float
+    other: float
+    ratio: float
+    ratio_of_medians: float
+    ratio_iqr: tp.Tuple[float, float]
+
+
+def compare(stock: tp.List[float], other: tp.List[float]) -> Comparison:
+    """Compare the values of the same rounds (round i of `other` against round i of `stock`)."""
     per_round = [o / s for o, s in zip(other, stock)]
-    return {
-        'stock': statistics.median(stock),
-        name: statistics.median(other),
-        # Each round's calls ran back to back: the per-round ratio cancels slow drift of the machine.
-        'ratio': statistics.median(per_round),
-        'ratio_of_medians': statistics.median(other) / statistics.median(stock),
-        'ratio_iqr': _quartiles(per_round),
-    }
+    return Comparison(statistics.median(stock), statistics.median(other), statistics.median(per_round),
+                      statistics.median(other) / statistics.median(stock), _quartiles(per_round))
 
 
 def _quartiles(values: tp.List[float]) -> tp.Tuple[float, float]:
@@ -357,47 +373,50 @@ def bench_steps(size: str, data_dir: Path, compression_checkpoint: str, args) ->
                         solver.model.cfg_dropout.p = p
                         solver.model.train()
                         steps[name] = lambda s=solver: _step(s, batch)
-                both = alternate({name: (lambda f=f: timed_wall_and_cpu(f, args.device)) for name, f in steps.items()},
-                                 args.rounds, args.warmup)
-                times = {name: [w for w, _ in values] for name, values in both.items()}
-                cpu_times = {name: [c for _, c in values] for name, values in both.items()}
+                timings = alternate({name: (lambda f=f: timed(f, args.device)) for name, f in steps.items()},
+                                    args.rounds, args.warmup)
+                times = {name: [t.wall_s for t in values] for name, values in timings.items()}
+                cpu_times = {name: [t.cpu_s for t in values] for name, values in timings.items()}
                 mems = alternate({name: (lambda s=s: float(peak_memory(lambda: _step(s, batch), args.device)))
                                   for name, s in solvers.items()}, args.memory_rounds, 1)
-                t, c, m = _ratios(times), _ratios(cpu_times), _ratios(mems)
+                t = compare(times['stock'], times['rr'])
+                c = compare(cpu_times['stock'], cpu_times['rr'])
+                m = compare(mems['stock'], mems['rr'])
                 row = {
                     'size': size, 'steps': phase, 'cfg_dropout_p': p, 'lm_params': n_params,
                     'batch_size': int(audio.shape[0]), 'tokens_per_step': n_tokens,
-                    'stock_s': t['stock'], 'rr_s': t['rr'], 'time_ratio': t['ratio'],
-                    'time_ratio_of_medians': t['ratio_of_medians'], 'time_ratio_iqr': t['ratio_iqr'],
-                    'stock_tokens_per_s': n_tokens / t['stock'], 'rr_tokens_per_s': n_tokens / t['rr'],
-                    'stock_peak_bytes': int(m['stock']), 'rr_peak_bytes': int(m['rr']),
-                    'memory_ratio': m['ratio_of_medians'],
-                    'stock_cpu_s': c['stock'], 'rr_cpu_s': c['rr'], 'cpu_time_ratio': c['ratio'],
-                    'cpu_time_ratio_iqr': c['ratio_iqr'],
+                    'stock_s': t.stock, 'rr_s': t.other, 'time_ratio': t.ratio,
+                    'time_ratio_of_medians': t.ratio_of_medians, 'time_ratio_iqr': t.ratio_iqr,
+                    'stock_tokens_per_s': n_tokens / t.stock, 'rr_tokens_per_s': n_tokens / t.other,
+                    'stock_peak_bytes': int(m.stock), 'rr_peak_bytes': int(m.other),
+                    'memory_ratio': m.ratio_of_medians,
+                    'stock_cpu_s': c.stock, 'rr_cpu_s': c.other, 'cpu_time_ratio': c.ratio,
+                    'cpu_time_ratio_iqr': c.ratio_iqr,
                     'stock_times_s': times['stock'], 'rr_times_s': times['rr'],
                     'stock_cpu_times_s': cpu_times['stock'], 'rr_cpu_times_s': cpu_times['rr'],
                 }
                 for name in ('rr_cold', 'rr_before'):
-                    if name not in both:
+                    if name not in timings:
                         continue
-                    tb, cb, suffix = _ratios(times, name), _ratios(cpu_times, name), name[len('rr_'):]
-                    row.update({f'{name}_s': tb[name], f'time_ratio_{suffix}': tb['ratio'],
-                                f'time_ratio_{suffix}_iqr': tb['ratio_iqr'], f'{name}_cpu_s': cb[name],
-                                f'cpu_time_ratio_{suffix}': cb['ratio'], f'cpu_time_ratio_{suffix}_iqr': cb['ratio_iqr'],
+                    tb, cb = compare(times['stock'], times[name]), compare(cpu_times['stock'], cpu_times[name])
+                    suffix = name[len('rr_'):]
+                    row.update({f'{name}_s': tb.other, f'time_ratio_{suffix}': tb.ratio,
+                                f'time_ratio_{suffix}_iqr': tb.ratio_iqr, f'{name}_cpu_s': cb.other,
+                                f'cpu_time_ratio_{suffix}': cb.ratio, f'cpu_time_ratio_{suffix}_iqr': cb.ratio_iqr,
                                 f'{name}_times_s': times[name], f'{name}_cpu_times_s': cpu_times[name]})
                 if phase == 'cfg':
                     # What RR cannot avoid on these steps: one text-encoder pass over the original captions;
                     # and what stock spends instead: one over the nulled (empty) captions, which RR skips.
                     nulled = conditioner.tokenize([None] * len(captions))
                     repeats = max(3, args.rounds // 2)
-                    encode = [timed_wall_and_cpu(lambda: text_representation(conditioner, captions), args.device)
+                    encode = [timed(lambda: text_representation(conditioner, captions), args.device)
                               for _ in range(repeats)]
                     with torch.no_grad():
-                        encode_nulled = [timed_wall_and_cpu(lambda: type(conditioner).forward(conditioner, nulled),
-                                                            args.device) for _ in range(repeats)]
+                        encode_nulled = [timed(lambda: type(conditioner).forward(conditioner, nulled), args.device)
+                                         for _ in range(repeats)]
                     for key, values in [('text_encoder_pass', encode), ('nulled_text_encoder_pass', encode_nulled)]:
-                        row[f'{key}_s'] = statistics.median(w for w, _ in values)
-                        row[f'{key}_cpu_s'] = statistics.median(c for _, c in values)
+                        row[f'{key}_s'] = statistics.median(t.wall_s for t in values)
+                        row[f'{key}_cpu_s'] = statistics.median(t.cpu_s for t in values)
                 rows.append(row)
 
         _in_train_stage(list(solvers.values()) + variant_solvers, measure)
@@ -456,7 +475,7 @@ def bench_rr_loss(batches: tp.Sequence[int], widths: tp.Sequence[int], rounds: i
                 audio.grad = None
 
             once()  # warm-up
-            times = [timed(once, device) for _ in range(rounds)]
+            times = [timed(once, device).wall_s for _ in range(rounds)]
             rows.append({'batch_size': batch, 'width': width, 'time_s': statistics.median(times),
                          'peak_bytes': peak_memory(once, device)})
     return rows
