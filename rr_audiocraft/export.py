@@ -28,9 +28,8 @@ from audiocraft.utils.export import export_pretrained_compression_model
 
 from .checkpoint import load_checkpoint
 from .models.builders import RR_CONDITIONERS
-from .models.loaders import (EXPORTED_COMPRESSION_FILE, EXPORTED_LM_FILE, PRETRAINED_PREFIX, SIG_PREFIX,
-                             XP_CHECKPOINT_FILE, lm_state_from_package, resolve_compression_checkpoint,
-                             resolve_sig, xp_config_from_package)
+from .models.loaders import (EXPORTED_COMPRESSION_FILE, EXPORTED_LM_FILE, lm_state_from_package,
+                             resolve_checkpoint, xp_config_from_package)
 
 
 def exported_package(package: dict, source: tp.Any) -> dict:
@@ -44,18 +43,6 @@ def exported_package(package: dict, source: tp.Any) -> dict:
     }
 
 
-def resolve_xp_checkpoint(sig_or_path: str) -> Path:
-    """`//sig/SIG`, an XP folder or a checkpoint file -> the checkpoint file."""
-    if sig_or_path.startswith(SIG_PREFIX):
-        return resolve_sig(sig_or_path)
-    path = Path(sig_or_path).expanduser()
-    if path.is_dir():
-        path = path / XP_CHECKPOINT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"No XP checkpoint at {path} (give //sig/SIG, an XP folder or a checkpoint file)")
-    return path
-
-
 def export_model(sig_or_path: str, out_dir: tp.Union[str, Path], overwrite: bool = False) -> Path:
     """Write `state_dict.bin` and `compression_state_dict.bin` of a trained LM XP into `out_dir`.
 
@@ -66,7 +53,8 @@ def export_model(sig_or_path: str, out_dir: tp.Union[str, Path], overwrite: bool
     Returns:
         Path: `out_dir`.
     """
-    checkpoint_path = resolve_xp_checkpoint(str(sig_or_path))
+    # An exported folder or a hub name carries no XP checkpoint: nothing left to export.
+    checkpoint_path = resolve_checkpoint(sig_or_path, kinds=('xp', 'file')).checkpoint
     out_dir = Path(out_dir)
     targets = [out_dir / EXPORTED_LM_FILE, out_dir / EXPORTED_COMPRESSION_FILE]
     existing = [str(t) for t in targets if t.exists()]
@@ -79,14 +67,14 @@ def export_model(sig_or_path: str, out_dir: tp.Union[str, Path], overwrite: bool
                          "AudioGen/MusicGen XP; its compression model is exported with it")
     lm_package = exported_package(package, checkpoint_path)
     del package
-    compression = resolve_compression_checkpoint(cfg.compression_model_checkpoint)
+    compression = resolve_checkpoint(cfg.compression_model_checkpoint, kinds=('pretrained', 'xp', 'file'))
     out_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(compression, str):  # //pretrained/NAME: a reference, as stock exports it
-        export_pretrained_compression_model(compression[len(PRETRAINED_PREFIX):], targets[1])
+    if compression.kind == 'pretrained':  # //pretrained/NAME: a reference, as stock exports it
+        export_pretrained_compression_model(str(compression.pretrained), targets[1])
     else:
-        compression_package = load_checkpoint(compression)
+        compression_package = load_checkpoint(compression.checkpoint)
         if not compression_package.get('exported'):
-            compression_package = exported_package(compression_package, compression)
+            compression_package = exported_package(compression_package, compression.checkpoint)
         torch.save(compression_package, targets[1])
     torch.save(lm_package, targets[0])
     return out_dir

@@ -23,12 +23,19 @@ def masked_pool(x: torch.Tensor, mask: torch.Tensor, mode: str = 'max') -> torch
     mean) is ignored. A row with no valid position pools to a zero vector; callers that must not use
     such rows (e.g. empty captions) filter them out with ``mask.any(dim=1)``.
 
+        max:     P_b = max_{t: mask[b, t]} x[b, t]
+        average: P_b = Σ_{t: mask[b, t]} x[b, t] / |{t: mask[b, t]}|
+
+    The result is float32 whatever the input dtype: a half-precision sum overflows (1501 frames of 45
+    are 67545, above fp16's 65504), so `average` accumulates in float32; `max` is exact in any dtype
+    and is only cast.
+
     Args:
-        x (torch.Tensor): Sequence of shape [B, T, D].
+        x (torch.Tensor): Sequence of shape [B, T, D] (any floating dtype).
         mask (torch.Tensor): Boolean validity mask of shape [B, T].
         mode (str): 'max' (the paper's choice) or 'average'.
     Returns:
-        torch.Tensor: Pooled representations of shape [B, D].
+        torch.Tensor: Pooled representations of shape [B, D], float32.
     """
     if mode not in POOLING_MODES:
         raise ValueError(f"masked_pool: unknown mode {mode!r}, expected one of {POOLING_MODES}")
@@ -40,10 +47,10 @@ def masked_pool(x: torch.Tensor, mask: torch.Tensor, mode: str = 'max') -> torch
     has_valid = mask.any(dim=1, keepdim=True)  # [B, 1]
     if mode == 'max':
         # `max` keeps only the argmax indices for backward; `amax` would keep a copy of [B, T, D].
-        pooled = x.masked_fill(~valid, float('-inf')).max(dim=1).values
+        pooled = x.masked_fill(~valid, float('-inf')).max(dim=1).values.float()
     else:
-        count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
-        pooled = (x * valid.to(x.dtype)).sum(dim=1) / count
+        count = mask.sum(dim=1, keepdim=True).clamp(min=1).float()
+        pooled = x.masked_fill(~valid, 0).sum(dim=1, dtype=torch.float32) / count
     # Rows without any valid position would be -inf (max): make them zero vectors instead.
     return torch.where(has_valid, pooled, torch.zeros_like(pooled))
 

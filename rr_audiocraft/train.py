@@ -6,6 +6,7 @@ its package, beside it in the editable install) is put on Hydra's search path by
 """
 import logging
 import os
+import sys
 import typing as tp
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from audiocraft.environment import AudioCraftEnvironment
 from audiocraft.utils.cluster import get_slurm_parameters
 
 from .checkpoint import allow_audiocraft_checkpoints
+from .data.validate import DatasetError
+from .evaluation import EvaluationAssetError
+from .settings import ConfigError
 
 logger = logging.getLogger(__name__)
 STOCK_CONFIG_DIR = Path(audiocraft.__file__).resolve().parents[1] / 'config'
@@ -37,6 +41,10 @@ class AudioCraftConfigSearchPath(SearchPathPlugin):
 
 
 Plugins.instance().register(AudioCraftConfigSearchPath)
+# Start-up refusals (settings, data, evaluation files): each is one message that says what to change, so
+# `main` prints it without a traceback and exits with this status.
+STARTUP_ERRORS = (ConfigError, DatasetError, EvaluationAssetError)
+STARTUP_ERROR_STATUS = 2
 allow_audiocraft_checkpoints()
 
 
@@ -63,7 +71,12 @@ def main(cfg: omegaconf.DictConfig) -> tp.Any:
     log_name = '%s.log.{rank}' % cfg.execute_only if cfg.execute_only else 'solver.log.{rank}'
     flashy.setup_logging(level=str(cfg.logging.level).upper(), log_name=log_name)
     flashy.distrib.init()
-    solver = get_solver(cfg)
+    try:
+        solver = get_solver(cfg)
+    except STARTUP_ERRORS as error:
+        # The class path first, as the last line of a traceback would read (what scripts grep for).
+        print(f"{type(error).__module__}.{type(error).__qualname__}: {error}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_ERROR_STATUS)
     if cfg.show:
         solver.show()
         return None

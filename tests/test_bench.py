@@ -32,9 +32,15 @@ def test_bench_runs_at_tiny_size_and_writes_its_files(tmp_path):
     assert 'cpu_time_ratio_before' not in normal_row  # the optimisations only touch CFG steps
     assert 'cpu_time_ratio_cold' not in normal_row
     assert {(r['batch_size'], r['width']) for r in result['rr_loss']} == {(8, 384), (64, 384)}
+    # The caption cache with AudioGen's mixing on: two epochs, the second finds captions the first kept.
+    cache_rows = result['caption_cache']
+    assert [row['epoch'] for row in cache_rows] == [1, 2]
+    assert all(0 < row['cached_captions'] < row['distinct_captions_seen'] for row in cache_rows)
+    assert cache_rows[1]['rr_text_cached'] is not None and 0 <= cache_rows[1]['rr_text_cached'] <= 1
     table = (tmp_path / 'rr_bench.md').read_text()
     assert '| tiny (' in table and 'RR/stock wall' in table and 'RR/stock CPU' in table
     assert 'captions not cached yet' in table and 'before the CFG-step optimisations' in table
+    assert "Caption cache under AudioGen's mixing" in table
     assert '| tiny (' in proc.stdout  # the table is printed too
 
 

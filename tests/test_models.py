@@ -114,6 +114,38 @@ def test_folder_that_holds_no_model_is_named(tmp_path):
         RRAudioGen.get_pretrained(str(tmp_path), device='cpu')
 
 
+def test_one_resolver_names_what_each_kind_of_name_points_to(tmp_path, tiny_lut_audiogen_sig):
+    from rr_audiocraft.models.loaders import ModelNotFoundError, resolve_checkpoint
+    exported = tmp_path / 'exported'
+    exported.mkdir()
+    (exported / 'state_dict.bin').write_bytes(b'')
+    (exported / 'compression_state_dict.bin').write_bytes(b'')
+    checkpoint = xp_dir(tiny_lut_audiogen_sig) / 'checkpoint.th'
+    for name, kind, path in [(f'//sig/{tiny_lut_audiogen_sig}', 'xp', checkpoint),
+                             (str(checkpoint.parent), 'xp', checkpoint), (str(checkpoint), 'file', checkpoint),
+                             (str(exported), 'exported', exported / 'state_dict.bin')]:
+        location = resolve_checkpoint(name)
+        assert (location.kind, location.checkpoint, location.pretrained) == (kind, path, None), name
+    assert resolve_checkpoint(exported).compression_file == exported / 'compression_state_dict.bin'
+    pretrained = resolve_checkpoint('//pretrained//abs/compression_state_dict.bin')
+    assert (pretrained.kind, pretrained.pretrained) == ('pretrained', '/abs/compression_state_dict.bin')
+    assert resolve_checkpoint('small', aliases={'small': 'facebook/musicgen-small'}).pretrained == \
+        'facebook/musicgen-small'
+    # A name of a kind the caller cannot use is refused with what it names (export needs an XP).
+    with pytest.raises(ModelNotFoundError, match=f"names an exported model folder \\({exported}\\), but only "
+                                                 "file or xp can be used here"):
+        resolve_checkpoint(str(exported), kinds=('xp', 'file'))
+
+
+def test_export_of_an_exported_folder_says_it_is_no_xp(tmp_path, capsys):
+    from rr_audiocraft.export import main
+    (tmp_path / 'state_dict.bin').write_bytes(b'')
+    (tmp_path / 'compression_state_dict.bin').write_bytes(b'')
+    assert main([str(tmp_path), str(tmp_path / 'out')]) == 2
+    assert f"error: '{tmp_path}' names an exported model folder ({tmp_path})" in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+
+
 @pytest.mark.parametrize('params, message', [
     ({'duration': 0}, 'duration must be > 0 seconds, got 0'),
     ({'duration': -2.5}, 'duration must be > 0 seconds, got -2.5'),

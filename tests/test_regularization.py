@@ -95,3 +95,12 @@ def test_similarity_correlation():
     x = torch.randn(6, 5)
     assert similarity_correlation(x, 2 * x).item() == pytest.approx(1.0, abs=1e-5)
     assert similarity_correlation(x[:1], x[:1]) is None
+
+
+def test_average_pool_of_half_precision_sums_in_float32():
+    # Under fp16 (stock FSDP's default param_dtype) 1501 frames of 45 sum to 67545 > 65504, fp16's largest value.
+    x = torch.full((2, 1501, 8), 45., dtype=torch.float16)
+    mask = torch.ones(2, 1501, dtype=torch.bool)
+    pooled = masked_pool(x, mask, 'average')
+    assert pooled.dtype == torch.float32 and torch.equal(pooled, torch.full((2, 8), 45.))
+    assert masked_pool(x, mask, 'max').dtype == torch.float32  # one output dtype for both modes

@@ -11,8 +11,9 @@ the LM is built by `get_rr_lm_model` (stock conditioners and ours) and the weigh
   else `best_state['model']`. When the XP trained with EMA (`optim.ema.use`), the stock solver swaps
   the EMA weights in before validating and stores *those* as the best state, so this is the EMA model.
 
-A name is tried as, in order: AudioCraft's offline `debug` model (handled by the model classes), a
-Dora signature `//sig/SIG`, a local path (exported folder, XP folder, or checkpoint file), a stock
+Every model name (an LM to generate with or export, the compression model of an XP) is resolved by
+`resolve_checkpoint`: AudioCraft's offline `debug` model (handled by the model classes), `//pretrained/NAME`,
+a Dora signature `//sig/SIG`, a local path (exported folder, XP folder, or checkpoint file), a stock
 alias, a Hugging Face repo id `owner/name`. When nothing matches, `ModelNotFoundError` lists each try.
 """
 import logging
@@ -54,20 +55,24 @@ class ModelNotFoundError(ValueError):
 
 @dataclass
 class ModelLocation:
-    """Where a model name points.
+    """Where a model name points (see `resolve_checkpoint`).
 
     Attributes:
         name (str): The name as given.
-        kind (str): 'xp' (a Dora XP's checkpoint), 'exported' (`audiocraft.utils.export` layout, local or
-            downloaded from the hub), or 'file' (a checkpoint file given by path: either of the two).
-        lm_file (Path): File holding the LM weights and its XP config.
+        kind (str): 'pretrained' (a name stock `get_pretrained` loads: a Hugging Face repo id, or what
+            followed `//pretrained/`), 'xp' (a Dora XP's checkpoint), 'exported' (an
+            `audiocraft.utils.export` folder) or 'file' (a checkpoint file given by path: an XP
+            checkpoint or an exported package).
+        checkpoint (Path, optional): The file holding the weights and the XP config; None for 'pretrained'.
         compression_file (Path, optional): The compression package next to an exported LM. None for
             an XP: its compression model is the XP config's `compression_model_checkpoint`.
+        pretrained (str, optional): For 'pretrained': the name to hand stock `get_pretrained` (alias mapped).
     """
     name: str
     kind: str
-    lm_file: Path
+    checkpoint: tp.Optional[Path] = None
     compression_file: tp.Optional[Path] = None
+    pretrained: tp.Optional[str] = None
 
 
 def default_device(device: tp.Optional[tp.Union[str, torch.device]] = None) -> str:
@@ -83,9 +88,9 @@ def dora_xps_dir() -> Path:
     return Path(os.environ['AUDIOCRAFT_DORA_DIR']) / 'xps'
 
 
-def resolve_sig(sig_name: str) -> Path:
-    """Path of the checkpoint of `//sig/SIG` (or bare `SIG`); raises ModelNotFoundError when absent."""
-    sig = sig_name[len(SIG_PREFIX):] if sig_name.startswith(SIG_PREFIX) else sig_name
+def _sig_checkpoint(sig_name: str) -> Path:
+    """Path of the checkpoint of `//sig/SIG`; raises ModelNotFoundError listing the XPs there when absent."""
+    sig = sig_name[len(SIG_PREFIX):]
     xps = dora_xps_dir()
     path = xps / sig / XP_CHECKPOINT_FILE
     if sig and '/' not in sig and path.is_file():
@@ -115,35 +120,65 @@ def _locate_path(name: str, path: Path) -> ModelLocation:
     return ModelLocation(name, 'file', path, compression if compression.is_file() else None)
 
 
-def locate_model(name: str, aliases: tp.Optional[tp.Dict[str, str]] = None) -> ModelLocation:
-    """Find the files of a model name (everything except `debug`, which the model classes build).
+def resolve_checkpoint(name: tp.Any, aliases: tp.Optional[tp.Dict[str, str]] = None,
+                       kinds: tp.Optional[tp.Collection[str]] = None) -> ModelLocation:
+    """Where a model name points: the one resolver of every name this project loads or exports a model by
+    (generation, export, the compression model of an XP, the demo). Nothing is downloaded nor loaded here.
+
+    Names are tried in this order:
+        - `//pretrained/NAME`: kind 'pretrained', NAME kept for stock `get_pretrained` (a Hugging Face
+          repo id or an exported file, e.g. the shipped codec `//pretrained/<abs path>/compression_state_dict.bin`);
+        - `//sig/SIG`: kind 'xp', `$AUDIOCRAFT_DORA_DIR/xps/SIG/checkpoint.th`;
+        - a local path (`~` expanded, `//reference/` resolved as AudioCraft does): a folder holding
+          `state_dict.bin` ('exported'), a folder holding `checkpoint.th` ('xp'), or any file ('file');
+        - a key of `aliases` or a Hugging Face repo id `owner/name`: kind 'pretrained'.
+    AudioCraft's offline `debug` model is no file; the model classes build it before asking here.
 
     Args:
-        name (str): `//sig/SIG`, a local folder or file, an alias, or a Hugging Face repo id.
+        name (str): The model name.
         aliases (dict, optional): Short names mapped to hub repo ids (MusicGen's 'small', ...).
+        kinds (collection of str, optional): The kinds the caller can use; None accepts all.
     Raises:
-        ModelNotFoundError: nothing matched; the message says what was tried and why each failed.
+        ModelNotFoundError: the name matches nothing (the message lists each try and why it failed), a
+            `//sig/` XP has no checkpoint, a folder holds no model, or the name is of a kind not in `kinds`.
     """
     name = str(name)
+    location = _resolve(name, aliases or {})
+    if kinds is not None and location.kind not in kinds:
+        what = {'pretrained': f"a pretrained model name ({location.pretrained!r})",
+                'xp': f"a Dora XP checkpoint ({location.checkpoint})",
+                'exported': f"an exported model folder ({location.checkpoint.parent})",  # type: ignore
+                'file': f"a checkpoint file ({location.checkpoint})"}[location.kind]
+        raise ModelNotFoundError(f"{name!r} names {what}, but only {' or '.join(sorted(kinds))} can be used here")
+    return location
+
+
+def _resolve(name: str, aliases: tp.Dict[str, str]) -> ModelLocation:
+    if name.startswith(PRETRAINED_PREFIX):
+        return ModelLocation(name, 'pretrained', pretrained=name[len(PRETRAINED_PREFIX):])
     if name.startswith(SIG_PREFIX):
-        return ModelLocation(name, 'xp', resolve_sig(name))
+        return ModelLocation(name, 'xp', _sig_checkpoint(name))
     tried = [f"AudioCraft's built-in {DEBUG_NAME!r} model (only that exact name)",
              f"a Dora XP (names look like {SIG_PREFIX}SIG)"]
-    path = Path(name).expanduser()
-    if name.startswith('//reference/'):
-        path = AudioCraftEnvironment.resolve_reference_path(path)
+    path = AudioCraftEnvironment.resolve_reference_path(Path(name).expanduser())
     if path.exists():
         return _locate_path(name, path)
     tried.append(f"a local exported folder, XP folder or checkpoint file ({path.resolve()} does not exist)")
-    aliases = aliases or {}
     repo_id = aliases.get(name, name)
-    if repo_id.startswith(PRETRAINED_PREFIX):
-        repo_id = repo_id[len(PRETRAINED_PREFIX):]
     if aliases:
         tried.append(f"a stock alias (known: {', '.join(sorted(aliases))})")
     if not _HUB_REPO_ID.match(repo_id):
         tried.append("a Hugging Face repo id (needs the form owner/name)")
         raise ModelNotFoundError(f"Unknown model {name!r}. Tried: " + '; '.join(tried))
+    return ModelLocation(name, 'pretrained', pretrained=repo_id)
+
+
+def _download_exported(location: ModelLocation) -> ModelLocation:
+    """The exported LM and compression files of a 'pretrained' LM, fetched from the hub (or its cache)."""
+    repo_id = str(location.pretrained)
+    if not _HUB_REPO_ID.match(repo_id):
+        raise ModelNotFoundError(f"{location.name!r}: an LM named by {PRETRAINED_PREFIX} must be a Hugging Face "
+                                 f"repo id (owner/name), not {repo_id!r}")
     from huggingface_hub import hf_hub_download
     files = {}
     for filename in (EXPORTED_LM_FILE, EXPORTED_COMPRESSION_FILE):
@@ -152,9 +187,10 @@ def locate_model(name: str, aliases: tp.Optional[tp.Dict[str, str]] = None) -> M
                 repo_id=repo_id, filename=filename, cache_dir=get_audiocraft_cache_dir(),
                 library_name='audiocraft', library_version=audiocraft.__version__))
         except Exception as exc:  # offline, unknown repo, missing file: all mean "not there"
-            tried.append(f"the Hugging Face repo {repo_id!r} ({type(exc).__name__}: {str(exc).splitlines()[0]})")
-            raise ModelNotFoundError(f"Unknown model {name!r}. Tried: " + '; '.join(tried)) from None
-    return ModelLocation(name, 'exported', files[EXPORTED_LM_FILE], files[EXPORTED_COMPRESSION_FILE])
+            raise ModelNotFoundError(f"Unknown model {location.name!r}: not a Dora XP nor a local path, and the "
+                                     f"Hugging Face repo {repo_id!r} gave no {filename} ({type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0]})") from None
+    return ModelLocation(location.name, 'exported', files[EXPORTED_LM_FILE], files[EXPORTED_COMPRESSION_FILE])
 
 
 def lm_state_from_package(package: dict, source: tp.Any = 'checkpoint') -> tp.Dict[str, torch.Tensor]:
@@ -218,19 +254,13 @@ def compression_model_from_package(package: dict, device: str = 'cpu',
     return model.eval()
 
 
-def resolve_compression_checkpoint(reference: str) -> tp.Union[str, Path]:
-    """Resolve an XP's `compression_model_checkpoint`: `//pretrained/NAME` stays a name, the rest a file."""
-    reference = str(reference)
-    if reference.startswith(PRETRAINED_PREFIX):
-        return reference
-    if reference.startswith(SIG_PREFIX):
-        return resolve_sig(reference)
-    path = AudioCraftEnvironment.resolve_reference_path(Path(reference).expanduser())
-    if path.is_dir():
-        path = path / XP_CHECKPOINT_FILE
-    if not path.is_file():
-        raise ModelNotFoundError(f"Compression model checkpoint {reference!r} not found (tried {path})")
-    return path
+def load_compression_model(reference: tp.Any, device: str = 'cpu') -> CompressionModel:
+    """The compression model a `compression_model_checkpoint` names (see `resolve_checkpoint`): a
+    `//pretrained/NAME` through stock `CompressionModel.get_pretrained`, else the checkpoint file."""
+    location = resolve_checkpoint(reference, kinds=('pretrained', 'xp', 'file'))
+    if location.kind == 'pretrained':
+        return CompressionModel.get_pretrained(str(location.pretrained), device=device)
+    return compression_model_from_package(load_checkpoint(location.checkpoint), device, source=location.checkpoint)
 
 
 def load_compression_for_xp(cfg: omegaconf.DictConfig, device: str = 'cpu') -> CompressionModel:
@@ -240,10 +270,7 @@ def load_compression_for_xp(cfg: omegaconf.DictConfig, device: str = 'cpu') -> C
         raise ValueError("The LM checkpoint's config has no compression_model_checkpoint: cannot tell which "
                          "compression model decodes its tokens")
     verify_compression_reference(reference)
-    resolved = resolve_compression_checkpoint(reference)
-    if isinstance(resolved, str):
-        return CompressionModel.get_pretrained(resolved[len(PRETRAINED_PREFIX):], device=device)
-    return compression_model_from_package(load_checkpoint(resolved), device, source=resolved)
+    return load_compression_model(reference, device)
 
 
 def check_models_match(compression_model: CompressionModel, lm: RRLMModel, source: tp.Any) -> None:
@@ -276,12 +303,15 @@ def load_models(name: str, device: tp.Optional[str] = None, aliases: tp.Optional
         tuple: (compression model, RRLMModel with `cfg`), both in eval mode on `device`.
     """
     device = default_device(device)
-    location = locate_model(name, aliases)
-    package = load_checkpoint(location.lm_file)
+    location = resolve_checkpoint(name, aliases)
+    if location.kind == 'pretrained':
+        location = _download_exported(location)
+    lm_file = location.checkpoint
+    package = load_checkpoint(lm_file)
     if not isinstance(package, dict) or 'best_state' not in package:
-        raise ValueError(f"{location.lm_file} is not an AudioCraft LM checkpoint (no best_state)")
-    cfg = xp_config_from_package(package, location.lm_file)
-    lm = build_lm(cfg, lm_state_from_package(package, location.lm_file), device)
+        raise ValueError(f"{lm_file} is not an AudioCraft LM checkpoint (no best_state)")
+    cfg = xp_config_from_package(package, lm_file)
+    lm = build_lm(cfg, lm_state_from_package(package, lm_file), device)
     del package
     if location.compression_file is not None:
         compression_model = compression_model_from_package(
@@ -290,7 +320,7 @@ def load_models(name: str, device: tp.Optional[str] = None, aliases: tp.Optional
         compression_model = load_compression_for_xp(cfg, device)
     compression_model = compression_model.to(device)
     check_models_match(compression_model, lm, name)
-    logger.info("Loaded %s (%s) from %s", name, location.kind, location.lm_file)
+    logger.info("Loaded %s (%s) from %s", name, location.kind, lm_file)
     return compression_model, lm
 
 

@@ -15,7 +15,6 @@ from torch import nn
 
 from audiocraft.modules.conditioners import ConditionType, TextConditioner
 
-from ..regularization import masked_pool
 
 logger = logging.getLogger(__name__)
 
@@ -62,81 +61,6 @@ def text_representation(conditioner: TextConditioner,
         raise RuntimeError(f"RR: {type(conditioner).__name__} did not call output_proj exactly once; "
                            "cannot read its text representation")
     return captured[0].detach().float(), mask.bool()
-
-
-class PooledTextCache:
-    """Pooled T (eq. 3) per caption, for a frozen text encoder: each caption is encoded once per run.
-
-    With a frozen encoder T is a function of the caption alone, so a CFG-dropped step need not run the
-    encoder again over captions it has already seen: the solver fills the cache from the stock pass over
-    the captions of normal steps (which runs anyway) and from its own passes on dropped steps. Captions
-    repeat every epoch, so from the second epoch on a dropped step costs no encoder pass at all.
-    Entries are never evicted: once `capacity` captions are kept, new ones are encoded on each use (no
-    LRU thrash when a dataset has more captions than the cache). Values are kept on the CPU in float32,
-    `capacity` x width x 4 bytes at most (65536 captions of T5-base: 200 MB of host memory).
-
-    Args:
-        capacity (int): Most captions kept (> 0).
-        pooling (str): Pooling over time of the encoder outputs ('max' or 'average', as `masked_pool`).
-    """
-    def __init__(self, capacity: int, pooling: str):
-        self.capacity = capacity
-        self.pooling = pooling
-        self.entries: tp.Dict[str, tp.Optional[torch.Tensor]] = {}  # None: an empty (all-masked) caption
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def add(self, captions: tp.Sequence[tp.Optional[str]], embeddings: torch.Tensor, mask: torch.Tensor) -> None:
-        """Pool and keep the encoder outputs of captions not cached yet, while there is room.
-
-        Args:
-            captions (list of str or None): B captions, as given to the conditioner's `tokenize`.
-            embeddings (torch.Tensor): Pre-projection encoder outputs [B, T, Dt].
-            mask (torch.Tensor): Validity mask [B, T].
-        """
-        new: tp.Dict[str, int] = {}  # caption -> its first row
-        for i, caption in enumerate(captions):
-            key = caption or ''
-            if key not in self.entries and key not in new and len(self.entries) + len(new) < self.capacity:
-                new[key] = i
-        if new:
-            index = torch.tensor(list(new.values()), device=embeddings.device)
-            self._keep(list(new), *self._pool(embeddings[index], mask[index]))
-
-    def _pool(self, embeddings: torch.Tensor, mask: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
-        """Pooled T [B, Dt] (float32, CPU) and whether each caption has a valid token [B]."""
-        mask = mask.bool()
-        return masked_pool(embeddings.detach().float(), mask, self.pooling).cpu(), mask.any(dim=1).cpu()
-
-    def _keep(self, keys: tp.Sequence[str], pooled: torch.Tensor, valid: torch.Tensor) -> None:
-        finite = torch.isfinite(pooled).all(dim=1)
-        for row, key in enumerate(keys):
-            room = len(self.entries) < self.capacity
-            if room and key not in self.entries and finite[row]:  # a non-finite T is never kept: the
-                self.entries[key] = pooled[row] if valid[row] else None  # step's check stops on it, once
-
-    def lookup(self, conditioner: TextConditioner, captions: tp.Sequence[tp.Optional[str]]
-               ) -> tp.Tuple[torch.Tensor, torch.Tensor, int]:
-        """Pooled T of a batch of captions, encoding only those not cached.
-
-        Returns:
-            tuple: pooled T [B, Dt] (float32, on the conditioner's device, zero rows for empty captions),
-                keep mask [B] (False for empty captions), number of captions found in the cache.
-        """
-        keys = [c or '' for c in captions]
-        found = {k: self.entries[k] for k in keys if k in self.entries}
-        hits = sum(k in found for k in keys)
-        missing = [k for k in dict.fromkeys(keys) if k not in found]
-        if missing:
-            pooled, valid = self._pool(*text_representation(conditioner, missing))
-            self._keep(missing, pooled, valid)
-            found.update({k: pooled[i] if valid[i] else None for i, k in enumerate(missing)})
-        zero = torch.zeros(conditioner.output_proj.in_features)  # T is output_proj's input
-        device = conditioner.output_proj.weight.device
-        text = torch.stack([zero if found[k] is None else found[k] for k in keys]).to(device)
-        keep = torch.tensor([found[k] is not None for k in keys], device=device)
-        return text, keep, hits
 
 
 def resolve_encoder_path(name: str) -> str:

@@ -1,6 +1,7 @@
 """RR solvers and the names `solver=` selects them by."""
 from .compression import RRCompressionSolver
-from .rr import RRAudioGenSolver, RRMusicGenSolver, RRSolverMixin, validate_rr_config
+from .rr import RRAudioGenSolver, RRMusicGenSolver, RRSolverMixin
+from ..settings import ConfigError, validate_rr_config
 
 RR_SOLVERS = {'rr_audiogen': RRAudioGenSolver, 'rr_musicgen': RRMusicGenSolver,
               'rr_compression': RRCompressionSolver}

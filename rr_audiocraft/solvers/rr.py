@@ -2,23 +2,28 @@
 
 On a training step where classifier-free guidance (CFG) dropout removed the captions, the loss is
 L_uncond + λ·L_rr (eq. 6): T from the frozen text encoder on the *original* captions (eq. 3), A from
-the LM's last hidden states (eq. 4), L_rr of eq. 5. Cross-attention still gets the nulled condition,
-exactly as stock. Other steps keep the stock loss.
+the LM's last hidden states over its real frames (eq. 4), L_rr of eq. 5,
 
-Nothing of the stock step is rewritten: the stock `run_step` calls three hooks in order, and RR lives
-in them.
-  1. `_prepare_tokens_and_attributes`: the stock one draws the CFG dropout; the recording dropout of
-     `RRLMModel` tells whether it dropped and keeps the original captions, which are encoded (no grad)
-     and pooled into T. The LM is told to capture its hidden states for this step. With a frozen
-     encoder, dropped steps skip the stock pass over the nulled captions (all-masked anyway), and T
-     comes from `PooledTextCache`, filled by the stock pass of normal steps: once a caption has been
-     seen, its dropped steps run no encoder at all (`_stock_text_encoder_pass`; `make bench`).
-  2. `_compute_cross_entropy`: the stock CE; on RR steps, A is pooled from the captured hidden states
-     and λ·L_rr is added to what the stock step back-propagates.
-  3. `run_step` (wrapping the stock one): `ce`/`ppl` are put back to the pure cross-entropy and the
-     RR metrics are added (`rr`, `rr_corr`, `cfg_dropped`).
-With λ = 0 nothing is added to the loss and L_rr is only measured (no grad), so training is exactly
-the stock one.
+    L_rr = Σ_{b≠b'} (cos(T_b, T_b') − cos(A_b, A_b'))² / (B (B − 1)).
+
+Cross-attention still gets the nulled condition, exactly as stock. Other steps keep the stock loss.
+
+Nothing of the stock step is rewritten: the stock `run_step` calls two hooks in order, and RR lives in
+them, with one `RRStep` (solvers/step.py) that `run_step` creates before the stock step and drops after.
+  1. `_prepare_tokens_and_attributes`: the stock one draws the CFG dropout (the `RecordingCFGDropout`
+     of `RRLMModel` records the draw and the original captions) and returns the padding mask. When RR
+     acts, T is pooled from the original captions (no grad) and the real tokens are recorded: the stock
+     padding mask, and the frames each clip really has (`real_token_mask`), since stock marks padding
+     only with `tokens.padding_with_special_token=true`, false in its defaults and the paper recipes.
+     With a frozen encoder (`FrozenTextEncoder`, installed when the model is built) dropped steps skip
+     the stock pass over the nulled captions, and T comes from its caption cache, filled by the stock
+     pass of normal steps with the captions that can recur (not AudioGen's one-off mixed captions).
+  2. `_compute_cross_entropy`: the stock CE; when RR acts, A is pooled from the captured last hidden
+     states over the states that predict a real token, and λ·L_rr is added to what the stock step
+     back-propagates.
+`run_step` then puts `ce`/`ppl` back to the pure cross-entropy and adds the RR metrics, the same keys
+on every step (`RRStep.logged`). With λ = 0 nothing is added to the loss and L_rr is only measured
+(no grad), so training is exactly the stock one.
 """
 import contextlib
 import math
@@ -29,62 +34,20 @@ import omegaconf
 import torch
 
 import audiocraft.models.builders as stock_model_builders
-from audiocraft.modules.conditioners import T5Conditioner
 from audiocraft.solvers.audiogen import AudioGenSolver
 from audiocraft.solvers.musicgen import MusicGenSolver
 
+from ..codec import verify_compression_reference
+from ..data.mixing import MarkRecurringCaptions, caption_recurs
 from ..data.validate import validate_datasets
 from ..evaluation import check_evaluation_assets
 from ..models.builders import get_rr_lm_model
 from ..models.lm import RRLMModel
-from ..codec import verify_compression_reference
-from ..modules.text import HFTextConditioner, PooledTextCache, projection_input, text_representation
-from ..regularization import (POOLING_MODES, gather_with_grad, masked_pool, rr_loss,
-                              similarity_correlation)
-
-APPLY_ON = ('cfg', 'all')
-
-
-def validate_rr_config(cfg: omegaconf.DictConfig, world_size: int = 1) -> None:
-    """Check the `rr` group before anything is built; one error naming the key and allowed values.
-
-    `cfg.dataset.batch_size` is the per-rank batch, as the solvers receive it from `train.get_solver`.
-    """
-    if not cfg.get('compression_model_checkpoint'):
-        raise ValueError("compression_model_checkpoint is not set: give the compression model the LM is trained "
-                         "on, as //sig/SIG of a compression XP, //pretrained/NAME or a checkpoint path")
-    # A shipped artefact (assets/) is checked against its recorded sha256 before anything loads it.
-    verify_compression_reference(cfg.compression_model_checkpoint)
-    rr = cfg.get('rr')
-    if rr is None:
-        raise ValueError("RR solver needs an `rr` config group (keys: weight, pooling, apply_on, gather, text_cache, "
-                         "condition)")
-    if rr.pooling not in POOLING_MODES:
-        raise ValueError(f"rr.pooling={rr.pooling!r} is not supported; allowed values: {list(POOLING_MODES)}")
-    if rr.apply_on not in APPLY_ON:
-        raise ValueError(f"rr.apply_on={rr.apply_on!r} is not supported; allowed values: {list(APPLY_ON)}")
-    weight = rr.weight
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-            or weight < 0:
-        raise ValueError(f"rr.weight={weight!r} must be a finite number >= 0 (0 turns RR off)")
-    if not isinstance(rr.gather, bool):
-        raise ValueError(f"rr.gather={rr.gather!r} must be true or false")
-    text_cache = rr.get('text_cache', 0)
-    if isinstance(text_cache, bool) or not isinstance(text_cache, int) or text_cache < 0:
-        raise ValueError(f"rr.text_cache={text_cache!r} must be a whole number of captions >= 0 (0 turns the cache off)")
-    conditioners = cfg.get('conditioners') or {}
-    if rr.condition not in conditioners:
-        raise ValueError(f"rr.condition={rr.condition!r} names no conditioner; allowed values: "
-                         f"{sorted(conditioners)}")
-    if weight > 0:
-        per_rank = cfg.dataset.batch_size
-        pairs_batch = per_rank * world_size if rr.gather else per_rank
-        if pairs_batch < 2:
-            raise ValueError(
-                f"rr.weight={weight} needs at least 2 samples per step to form pairs, but dataset.batch_size="
-                f"{per_rank * world_size} over {world_size} rank(s) gives {per_rank} per rank"
-                f"{' and ' + str(pairs_batch) + ' gathered' if rr.gather else ''}; raise dataset.batch_size"
-                f"{'' if rr.gather or world_size == 1 else ', set rr.gather=true'} or set rr.weight=0")
+from ..modules.frozen_encoder import FrozenTextEncoder, install_frozen_text_encoder
+from ..modules.text import text_representation
+from ..regularization import gather_with_grad, masked_pool, rr_loss, similarity_correlation
+from ..settings import APPLY_ON, ConfigError, validate_rr_config  # noqa: F401 (APPLY_ON: re-exported)
+from .step import RRStep, finish_epoch_metrics
 
 
 @contextlib.contextmanager
@@ -98,62 +61,24 @@ def _rr_lm_builder():
         stock_model_builders.get_lm_model = stock
 
 
-def frozen_text_encoder(conditioner: tp.Any) -> bool:
-    """A T5 or HF conditioner whose only trainable part is `output_proj`.
+def real_token_mask(infos: tp.Sequence[tp.Any], frame_rate: float, shape: torch.Size,
+                    device: tp.Union[str, torch.device]) -> torch.Tensor:
+    """Tokens made from real audio, not from the zero padding of a clip shorter than the segment.
 
-    Its encoder outputs are then a function of the caption alone, and its nulled (empty) captions are
-    known to be all-masked, with `inputs['attention_mask']` as the mask.
+    The same count stock uses for `tokens.padding_with_special_token`: the first
+    floor(n_frames / sample_rate · frame_rate) tokens of each clip.
+
+    Args:
+        infos (list): B segment infos (`n_frames`, `sample_rate`), as the batch carries them.
+        frame_rate (float): Token rate of the compression model (Hz).
+        shape (torch.Size): [B, K, T] of the tokens.
+    Returns:
+        torch.Tensor: [B, K, T] bool.
     """
-    projection = {id(p) for p in conditioner.output_proj.parameters()}
-    frozen = all(id(p) in projection for p in conditioner.parameters() if p.requires_grad)
-    return isinstance(conditioner, (T5Conditioner, HFTextConditioner)) and frozen
-
-
-@contextlib.contextmanager
-def _stock_text_encoder_pass(lm: RRLMModel, condition: str,
-                             harvest: tp.Optional[tp.List[tp.Tuple[tp.List[tp.Any], torch.Tensor, torch.Tensor]]]):
-    """The stock step's text-encoder pass, made cheaper for RR with a frozen encoder (no-op otherwise).
-
-    On CFG-dropped steps, give the nulled captions' cross-attention input without an encoder pass:
-    CFG dropout nulls every caption of the batch, and the stock conditioner runs its encoder over the
-    empty captions only to multiply the result by their all-zero mask. With a frozen encoder that pass
-    cannot matter: `output_proj(zeros) * mask` has the stock values (zeros), shape [B, T, D] and dtype,
-    and `output_proj` still gets its (zero) gradients, so the optimizer does exactly what it does in
-    stock. RR needs the original captions on these steps anyway (for T).
-
-    On other steps the stock pass encodes the original captions, which is what T is made of: with
-    `harvest` a list, (captions, pre-projection outputs [B, T, Dt], mask [B, T]) is appended to it for
-    `PooledTextCache`. Not when T5 word dropout is active: the encoded text is then not the caption.
-    """
-    conditioner = lm.condition_provider.conditioners[condition]
-    if not frozen_text_encoder(conditioner):
-        yield
-        return
-    tokenized: tp.List[tp.Any] = []
-
-    def tokenize(texts):
-        tokenized[:] = list(texts)
-        return type(conditioner).tokenize(conditioner, texts)
-
-    def forward(inputs):
-        if lm.cfg_dropout.last_dropped:  # drawn for this step, before the conditioners run
-            mask = inputs['attention_mask']
-            proj = conditioner.output_proj
-            zeros = torch.zeros(*mask.shape, proj.in_features, device=proj.weight.device, dtype=proj.weight.dtype)
-            return proj(zeros) * mask.unsqueeze(-1), mask
-        if harvest is None or (conditioner.training and getattr(conditioner, 'word_dropout', 0.) > 0):
-            return type(conditioner).forward(conditioner, inputs)
-        with projection_input(conditioner) as captured:
-            out = type(conditioner).forward(conditioner, inputs)
-        harvest.append((list(tokenized), captured[0], inputs['attention_mask']))
-        return out
-
-    # Instance attributes: attribute lookup finds them before the class's methods.
-    conditioner.tokenize, conditioner.forward = tokenize, forward
-    try:
-        yield
-    finally:
-        del conditioner.tokenize, conditioner.forward
+    B, K, T = shape
+    real = torch.tensor([math.floor(float(info.n_frames) / info.sample_rate * frame_rate) for info in infos])
+    per_frame = torch.arange(T).unsqueeze(0) < real.unsqueeze(1)  # [B, T]
+    return per_frame.unsqueeze(1).expand(B, K, T).to(device)
 
 
 def check_finite_rr_inputs(text: torch.Tensor, audio: torch.Tensor, across_ranks: bool, epoch: int) -> None:
@@ -175,17 +100,15 @@ def check_finite_rr_inputs(text: torch.Tensor, audio: torch.Tensor, across_ranks
 
 class RRSolverMixin:
     """RR on top of a stock MusicGen-family solver; see the module docstring for the hook order."""
+    _rr_step: tp.Optional[RRStep] = None
+
     def __init__(self, cfg: omegaconf.DictConfig):
         # Validate before the stock constructor builds models and loads data.
         validate_rr_config(cfg, flashy.distrib.world_size())
+        # A shipped artefact (assets/) is checked against its recorded sha256 before anything loads it.
+        verify_compression_reference(cfg.compression_model_checkpoint)
         validate_datasets(cfg, self.DATASET_TYPE)  # type: ignore  # manifests + sidecars: one error naming files
         check_evaluation_assets(cfg)  # FAD/KL/CLAP weight files of enabled metrics, before any training step
-        self._rr_text: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None
-        self._rr_metrics: tp.Dict[str, torch.Tensor] = {}
-        self._rr_pure_ce: tp.Optional[torch.Tensor] = None
-        # Pooled T per caption; used only with a frozen T5/HF encoder (`frozen_text_encoder`).
-        text_cache = cfg.rr.get('text_cache', 0)
-        self._rr_text_cache = PooledTextCache(text_cache, cfg.rr.pooling) if text_cache else None
         super().__init__(cfg)  # type: ignore
 
     def build_dataloaders(self) -> None:
@@ -201,12 +124,15 @@ class RRSolverMixin:
             items = len(loader.dataset)  # num_samples random segments, or the files once when it is unset
             source = (f"dataset.train.num_samples={items}" if cfg.dataset.train.get('num_samples')
                       else f"one pass over the {items} training files")
-            raise ValueError(
+            raise ConfigError([
                 f"optim.updates_per_epoch={wanted} but the train loader ends after {len(loader)} batches ({source} "
                 f"at dataset.batch_size={cfg.dataset.batch_size}): every epoch would stop there and train "
                 f"{len(loader) * cfg.optim.epochs} steps instead of {wanted * cfg.optim.epochs}. Set "
                 f"dataset.train.num_samples={math.ceil(items * wanted / len(loader))} (random segments, as the stock "
-                f"recipes do) or optim.updates_per_epoch={len(loader)}.")
+                f"recipes do) or optim.updates_per_epoch={len(loader)}."])
+        if loader is not None and not reads_cached_batches and getattr(loader.dataset, 'aug_p', 0) > 0:
+            # AudioGen mixing: mark which captions can recur, for the caption cache.
+            loader.collate_fn = MarkRecurringCaptions(loader.collate_fn)
 
     def build_model(self) -> None:
         def mismatch() -> tp.Optional[str]:
@@ -232,10 +158,14 @@ class RRSolverMixin:
                 message = mismatch()
                 if message is None:
                     raise
-                raise ValueError(message) from None
+                raise ConfigError([message]) from None
         message = mismatch()
         if message is not None:
-            raise ValueError(message)
+            raise ConfigError([message])
+        # The frozen-encoder conditioner RR reads T from, installed once (see modules/frozen_encoder.py).
+        rr = self.cfg.rr  # type: ignore
+        install_frozen_text_encoder(self.rr_lm.condition_provider.conditioners[rr.condition], rr.pooling,
+                                    rr.get('text_cache', 0), rr.get('skip_nulled_text_pass', True))
 
     @property
     def rr_lm(self) -> RRLMModel:
@@ -246,45 +176,50 @@ class RRSolverMixin:
         raise RuntimeError("RR solver: the model is not an RRLMModel")
 
     def _prepare_tokens_and_attributes(self, batch, check_synchronization_points: bool = False):
-        cache = self._rr_text_cache if self.is_training else None  # type: ignore
-        harvest: tp.Optional[list] = [] if cache is not None else None
-        with (_stock_text_encoder_pass(self.rr_lm, self.cfg.rr.condition, harvest)  # type: ignore
-              if self.is_training else contextlib.nullcontext()):  # type: ignore
-            out = super()._prepare_tokens_and_attributes(batch, check_synchronization_points)  # type: ignore
-        self._rr_text, self._rr_metrics, self._rr_pure_ce = None, {}, None
-        if not self.is_training:  # type: ignore
-            return out
+        step = self._rr_step
+        if step is None:  # not a training step
+            return super()._prepare_tokens_and_attributes(batch, check_synchronization_points)  # type: ignore
         lm, rr = self.rr_lm, self.cfg.rr  # type: ignore
-        for captions, embeddings, mask in harvest or []:
-            cache.add(captions, embeddings, mask)  # type: ignore
-        dropped = bool(lm.cfg_dropout.last_dropped)
-        self._rr_metrics['cfg_dropped'] = torch.tensor(float(dropped))
-        if dropped or rr.apply_on == 'all':
-            captions = [attr.text.get(rr.condition) for attr in lm.cfg_dropout.last_original]
-            conditioner = lm.condition_provider.conditioners[rr.condition]
-            # Empty captions (all-False mask) have no meaning to compare: `keep` leaves them out of the pairs.
-            if cache is not None and frozen_text_encoder(conditioner):
-                text, keep, hits = cache.lookup(conditioner, captions)
-                self._rr_metrics['rr_text_cached'] = torch.tensor(hits / len(captions))
-            else:
-                embeddings, mask = text_representation(conditioner, captions)
-                text, keep = masked_pool(embeddings, mask, rr.pooling), mask.any(dim=1)
-            self._rr_text = text, keep
-            lm.capture_hidden = True
+        conditioner = lm.condition_provider.conditioners[rr.condition]
+        frozen = isinstance(conditioner, FrozenTextEncoder)
+        cache = conditioner.caption_cache if frozen else None
+        with conditioner.handing_out() if cache is not None else contextlib.nullcontext([]) as passes:
+            out = super()._prepare_tokens_and_attributes(batch, check_synchronization_points)  # type: ignore
+        infos = batch[-1]  # (audio, infos), or (infos,) read back from cache.path
+        recurs = caption_recurs(infos)
+        for captions, embeddings, mask in passes:
+            cache.add(captions, embeddings, mask, recurs)  # type: ignore
+        step.dropped = bool(lm.cfg_dropout.last_dropped)
+        if not (step.dropped or rr.apply_on == 'all'):
+            return out
+        _, audio_tokens, padding_mask = out
+        captions = [attr.text.get(rr.condition) for attr in lm.cfg_dropout.last_original]
+        # Empty captions (all-False mask) have no meaning to compare: `keep` leaves them out of the pairs.
+        if frozen:
+            step.text, step.keep, hits = conditioner.pooled_text(captions, recurs)
+            if hits is not None:
+                step.cached, step.looked_up = hits, len(captions)
+        else:
+            embeddings, mask = text_representation(conditioner, captions)
+            step.text, step.keep = masked_pool(embeddings, mask, rr.pooling), mask.any(dim=1)
+        frame_rate = self.compression_model.frame_rate  # type: ignore
+        step.token_valid = padding_mask & real_token_mask(infos, frame_rate, audio_tokens.shape, audio_tokens.device)
         return out
 
     def _compute_cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
         ce, ce_per_codebook = super()._compute_cross_entropy(logits, targets, mask)  # type: ignore
-        if self._rr_text is None:
+        step = self._rr_step
+        if step is None or not step.acts:
             return ce, ce_per_codebook
         lm, rr = self.rr_lm, self.cfg.rr  # type: ignore
-        hidden = lm.last_hidden
-        lm.capture_hidden, lm.last_hidden = False, None
-        assert hidden is not None, "RRLMModel did not capture hidden states"
-        text, keep = self._rr_text
-        self._rr_text = None
+        assert step.hidden and step.token_valid is not None, "RRLMModel did not capture hidden states"
+        valid = lm.hidden_state_mask(step.token_valid)  # [B, S]
+        states = step.hidden[-1][:, -valid.shape[1]:]  # drop a 'prepend' fuser's condition prefix, if any
+        step.hidden = []
+        text, keep = step.text, step.keep
+        assert text is not None and keep is not None
         with torch.set_grad_enabled(torch.is_grad_enabled() and rr.weight > 0):
-            audio = masked_pool(hidden.states, hidden.mask, rr.pooling)
+            audio = masked_pool(states, valid, rr.pooling)
             if rr.gather:
                 text, audio = gather_with_grad(text), gather_with_grad(audio)
                 keep = gather_with_grad(keep.float()).bool()
@@ -293,25 +228,32 @@ class RRSolverMixin:
             if text.shape[0] < 2:
                 return ce, ce_per_codebook  # fewer than 2 non-empty captions: no pair to compare
             loss_rr = rr_loss(text, audio)
-        self._rr_metrics['rr'] = loss_rr.detach()
-        corr = similarity_correlation(text, audio)
-        if corr is not None:
-            self._rr_metrics['rr_corr'] = corr
+        step.loss_rr, step.corr = loss_rr.detach(), similarity_correlation(text, audio)
         if rr.weight == 0:
             return ce, ce_per_codebook
-        self._rr_pure_ce = ce.detach()
+        step.pure_ce = ce.detach()
         return ce + rr.weight * loss_rr, ce_per_codebook
 
     def run_step(self, idx: int, batch, metrics: dict) -> dict:
-        metrics = super().run_step(idx, batch, metrics)  # type: ignore
-        if self._rr_pure_ce is not None:
+        if not self.is_training:  # type: ignore
+            return super().run_step(idx, batch, metrics)  # type: ignore
+        step = self._rr_step = RRStep()
+        try:
+            with self.rr_lm.last_hidden_states(when=lambda: step.acts) as hidden:
+                step.hidden = hidden
+                metrics = super().run_step(idx, batch, metrics)  # type: ignore
+        finally:
+            self._rr_step = None
+        if step.pure_ce is not None:
             # The stock step logged ce + λ·L_rr as `ce`: keep `ce` the pure cross-entropy.
-            metrics['ce'] = self._rr_pure_ce
-            metrics['ppl'] = torch.exp(self._rr_pure_ce)
-        metrics.update(self._rr_metrics)
-        self._rr_metrics, self._rr_pure_ce = {}, None
-        self.rr_lm.capture_hidden = False
+            metrics['ce'] = step.pure_ce
+            metrics['ppl'] = torch.exp(step.pure_ce)
+        metrics.update(step.logged())
         return metrics
+
+    def train(self):
+        """Stock train stage; the RR metrics' epoch sums and counts become ratios (solvers/step.py)."""
+        return finish_epoch_metrics(super().train())  # type: ignore
 
 
 class RRMusicGenSolver(RRSolverMixin, MusicGenSolver):
