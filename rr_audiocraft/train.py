@@ -23,6 +23,7 @@ from audiocraft.environment import AudioCraftEnvironment
 from audiocraft.utils.cluster import get_slurm_parameters
 
 from .checkpoint import allow_audiocraft_checkpoints
+from .codec import AssetError
 from .data.validate import DatasetError
 from .evaluation import EvaluationAssetError
 from .settings import ConfigError
@@ -41,9 +42,9 @@ class AudioCraftConfigSearchPath(SearchPathPlugin):
 
 
 Plugins.instance().register(AudioCraftConfigSearchPath)
-# Start-up refusals (settings, data, evaluation files): each is one message that says what to change, so
+# Start-up refusals (settings, a corrupted shipped codec, data, evaluation files): each is one message that says what to change, so
 # `main` prints it without a traceback and exits with this status.
-STARTUP_ERRORS = (ConfigError, DatasetError, EvaluationAssetError)
+STARTUP_ERRORS = (ConfigError, AssetError, DatasetError, EvaluationAssetError)
 STARTUP_ERROR_STATUS = 2
 allow_audiocraft_checkpoints()
 

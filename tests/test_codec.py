@@ -108,6 +108,11 @@ def test_rr_solver_refuses_a_corrupted_codec_before_building_anything(tmp_path, 
                        *datasource_overrides(tiny_data)]).cfg
     with pytest.raises(AssetError, match='is corrupted'):
         RRAudioGenSolver(cfg)
+    from conftest import run_dora  # the real entry point: one message naming the file, no traceback
+    proc = run_dora('run', 'solver=rr_audiogen/tiny', f'compression_model_checkpoint=//pretrained/{copy / STATE_FILE}',
+                    *datasource_overrides(tiny_data), check=False)
+    assert proc.returncode == 2 and f'{copy / STATE_FILE} is corrupted' in proc.stderr
+    assert 'Traceback' not in proc.stderr
 
 
 def test_make_codec_trains_both_stages_through_dora_and_exports_a_checked_asset(tmp_path, tiny_data, monkeypatch):
