@@ -54,13 +54,6 @@ def asset_dir(name: str = ASSET_NAME) -> Path:
     return ASSETS_DIR / name
 
 
-def train_overrides(data_dir: Path, solver: str = SOLVERS[0]) -> tp.List[str]:
-    """One stage's overrides: its solver config and the excerpt corpus."""
-    egs = data_dir / 'excerpts' / 'egs'
-    return [f'solver={solver}', f'datasource.train={egs}/train', f'datasource.valid={egs}/valid',
-            f'datasource.evaluate={egs}/valid', f'datasource.generate={egs}/valid']
-
-
 def corpus_stage(data_dir: Path) -> None:
     from .data.excerpts import write_excerpts
     from .data.synth import generate_dataset
@@ -78,8 +71,11 @@ def corpus_stage(data_dir: Path) -> None:
 
 def stage_overrides(data_dir: Path, extra: tp.Sequence[str], previous: tp.Optional[tp.Any],
                     solver: str) -> tp.List[str]:
-    """The dora overrides of one stage; a later stage continues from the previous stage's XP."""
-    overrides = train_overrides(data_dir, solver) + list(extra)
+    """The dora overrides of one stage: its solver config, the excerpt corpus, `extra`; a later stage
+    continues from the previous stage's XP."""
+    egs = data_dir / 'excerpts' / 'egs'
+    overrides = [f'solver={solver}', f'datasource.train={egs}/train', f'datasource.valid={egs}/valid',
+                 f'datasource.evaluate={egs}/valid', f'datasource.generate={egs}/valid', *extra]
     return overrides + ([f'continue_from=//sig/{previous.sig}'] if previous is not None else [])
 
 
@@ -158,10 +154,16 @@ def verify_asset(folder: tp.Union[str, Path]) -> Path:
     return state
 
 
+def compression_reference(folder: Path) -> str:
+    """`compression_model_checkpoint` of the codec exported in `folder`: AudioCraft's `//pretrained/`
+    prefix on its state file, as the LMs train on it (and load it back for their XPs)."""
+    return f"//pretrained/{folder / STATE_FILE}"
+
+
 def asset_reference(name: str = ASSET_NAME) -> str:
-    """`compression_model_checkpoint` of a shipped codec: AudioCraft's `//pretrained/` prefix on the
-    absolute path of its exported state file (the `${rr_asset:NAME}` config resolver)."""
-    return f"//pretrained/{asset_dir(name) / STATE_FILE}"
+    """`compression_reference` of a shipped codec, by the absolute path of its folder (the
+    `${rr_asset:NAME}` config resolver)."""
+    return compression_reference(asset_dir(name))
 
 
 def verify_compression_reference(reference: tp.Any) -> None:
@@ -183,7 +185,7 @@ def load_asset(name: str = ASSET_NAME, device: str = 'cpu') -> tp.Any:
     return CompressionModel.get_pretrained(str(state), device=device).eval()
 
 
-def export_stage(xps: tp.Sequence[tp.Any], data_dir: Path, name: str = ASSET_NAME) -> Path:
+def export_stage(xps: tp.Sequence[tp.Any], name: str = ASSET_NAME) -> Path:
     """Writes the stock export of the last XP's best state and its `asset.json` into the asset folder.
 
     The state file is written by `audiocraft.utils.export.export_encodec` (its `best_state` is the
@@ -370,7 +372,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         data_dir = args.data.resolve()
         corpus_stage(data_dir)
         xps = train_stage(data_dir, args.overrides)
-        export_stage(xps, data_dir)
+        export_stage(xps)
         manifest_path = asset_dir() / MANIFEST_FILE
         manifest = json.loads(manifest_path.read_text())
         manifest['test_report'] = report_stage(load_asset(), REPO_ROOT / 'data' / 'synth')

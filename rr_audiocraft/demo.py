@@ -47,21 +47,14 @@ def data_stage(data_dir: Path, num_clips: int, seed: int) -> tp.Dict[str, tp.Any
     return check_benchmark(data_dir, num_clips=num_clips, seed=seed)
 
 
-def codec_reference(codec_dir: Path) -> str:
-    """The `compression_model_checkpoint` of the codec in `codec_dir`, as the LMs train on it."""
-    from .codec import STATE_FILE
-    from .models.loaders import PRETRAINED_PREFIX
-    return f"{PRETRAINED_PREFIX}{codec_dir / STATE_FILE}"
-
-
 def codec_stage(codec_dir: Path) -> tp.Tuple[tp.Any, str]:
     """The codec every LM trains on (the shipped one by default), checked against its sha256 and loaded
     by the name the LMs train on, as `RRAudioGen.get_pretrained` loads it back for their XPs."""
-    from .codec import STATE_FILE, verify_asset
+    from .codec import STATE_FILE, compression_reference, verify_asset
     from .models.loaders import load_compression_model
     verify_asset(codec_dir)  # any folder, asset.json required: the demo's numbers name the codec by its sha256
     sha = json.loads((codec_dir / 'asset.json').read_text())['sha256']
-    model = load_compression_model(codec_reference(codec_dir), device='cpu').eval()
+    model = load_compression_model(compression_reference(codec_dir), device='cpu').eval()
     log('codec', f"{codec_dir / STATE_FILE}: sha256 {sha[:16]}... ok; {model.sample_rate} Hz, "
                  f"{model.num_codebooks} x {model.cardinality} codes at {model.frame_rate:g} Hz")
     return model, sha
@@ -384,7 +377,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
         (out_dir / 'results.json').write_text(json.dumps(results, indent=1) + '\n')
         print(f"Scale of the judge: {out_dir / 'results.json'}")
         return
-    sheeps = timed('train', lambda: train_stage(data_dir, codec_reference(codec_dir), seeds, args.full, args.lm))
+    from .codec import compression_reference
+    sheeps = timed('train', lambda: train_stage(data_dir, compression_reference(codec_dir), seeds, args.full, args.lm))
     duration = 4.0
     runs = timed('generate', lambda: generate_and_judge(sheeps, judge, test_wavs, test_truths, data_dir,
                                                               out_dir, duration, gen_seed=0))

@@ -142,7 +142,7 @@ def test_make_codec_trains_both_stages_through_dora_and_exports_a_checked_asset(
     assert codec.train_stage(data_dir, extra)[1].sig == second.sig  # a rerun finds both trained
 
     monkeypatch.setattr(codec, 'ASSETS_DIR', tmp_path / 'assets')
-    folder = codec.export_stage([first, second], data_dir)
+    folder = codec.export_stage([first, second])
     state = codec.verify_asset(folder)
     manifest = json.loads((folder / codec.MANIFEST_FILE).read_text())
     stages = manifest['recipe']['stages']
