@@ -71,9 +71,10 @@ def captions_from_prompts_file(path: Path, stems: tp.Iterable[str]) -> tp.Dict[s
     return by_stem
 
 
-def _clip_caption(folder: Path, stem: str, generations: tp.Dict[str, str]) -> tp.Optional[str]:
+def _clip_caption(folder: Path, stem: str, generations: tp.Dict[str, str]) -> tp.Tuple[tp.Optional[str], Path]:
+    """A clip's caption from the folder's generations.json or its sidecar, and the file it came from."""
     if stem in generations:
-        return generations[stem]
+        return generations[stem], folder / 'generations.json'
     sidecar = folder / f'{stem}.json'
     if sidecar.is_file():
         try:
@@ -81,8 +82,8 @@ def _clip_caption(folder: Path, stem: str, generations: tp.Dict[str, str]) -> tp
         except (ValueError, UnicodeDecodeError):
             raise StudyError(f"sidecar {sidecar}: not valid JSON") from None
         if isinstance(info, dict) and isinstance(info.get('description'), str) and info['description'].strip():
-            return info['description'].strip()
-    return None
+            return info['description'].strip(), sidecar
+    return None, sidecar
 
 
 def _generations_captions(folder: Path) -> tp.Dict[str, str]:
@@ -154,16 +155,21 @@ def collect_clips(systems: tp.Mapping[str, tp.Union[str, Path]],
     if prompts_file is not None:
         given = {**captions_from_prompts_file(Path(prompts_file), stems), **given}
     prompt_captions: tp.Dict[str, str] = {}
+    caption_sources: tp.Dict[str, Path] = {}
     for name, own in clips.items():
         generations = _generations_captions(folders[name])
         for stem in stems:
-            caption = given.get(stem) or _clip_caption(folders[name], stem, generations)
+            if stem in given:  # the same for every system
+                prompt_captions[stem] = given[stem]
+                continue
+            caption, source = _clip_caption(folders[name], stem, generations)
             if caption is None:
                 continue
             if stem in prompt_captions and prompt_captions[stem] != caption:
-                raise StudyError(f"mismatched prompts: {own[stem]} is captioned {caption!r} but system {first!r}'s "
-                                 f"clip {stem!r} is captioned {prompt_captions[stem]!r}")
+                raise StudyError(f"mismatched prompts: {source} captions {own[stem].name} {caption!r} but "
+                                 f"{caption_sources[stem]} captions it {prompt_captions[stem]!r}")
             prompt_captions.setdefault(stem, caption)
+            caption_sources.setdefault(stem, source)
     for stem in stems:
         if stem not in prompt_captions:
             raise StudyError(f"{first_clips[stem]}: no caption (give --prompts FILE, a generations.json, or a sidecar "
