@@ -167,7 +167,8 @@ def format_tally(result: dict) -> str:
                   f"{sum(c['missed'] for c in per_rater.values())} missed of {sum(c['answered'] for c in per_rater.values())}; "
                   + (f"failed: {', '.join(catch['failed_raters'])}." if catch['failed_raters'] else "no rater failed.")]
     if result['without_failed_raters']:
-        lines += ['', f"## Without the {len(catch['failed_raters'])} raters who failed catch trials", '']
+        failed = len(catch['failed_raters'])
+        lines += ['', f"## Without the {failed} rater{'s' if failed != 1 else ''} who failed catch trials", '']
         lines += format_summary(result['without_failed_raters'])
     return '\n'.join(lines) + '\n'
 
