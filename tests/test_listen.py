@@ -368,3 +368,27 @@ def test_prepare_from_models_generates_with_the_project_loader(tmp_path, capsys,
     made = Study(out)
     assert sorted(made.captions.values()) == ['a dog barks', 'rain on a roof'] and len(made.trials) == 3
     assert json.loads((out / 'generated' / 'A' / 'generations.json').read_text())['model'] == 'debug'
+
+
+def test_demo_study_from_the_demo_sample_folders(tmp_path, capsys):
+    # The demo's layout: samples/<row>/seed<k>/<index:03d>.wav, captions from the test split's sidecars.
+    from rr_audiocraft.listen.demo_study import prepare_demo_study
+    truths = [{'description': f'caption {i}'} for i in range(25)]
+    runs = []
+    for row, frequency in ((['–', 0.1, 0.0], 200.0), (['max', 0.1, 3.0], 400.0)):
+        for seed in (1, 0):
+            folder = write_system(tmp_path / 'samples' / f'{row[0]}-{row[2]}' / f'seed{seed}', [''] * 25, frequency,
+                                  seconds=0.05)
+            for sidecar in folder.glob('*.json'):  # the demo writes wavs only
+                sidecar.unlink()
+            runs.append({'row': row, 'seed': seed, 'samples': str(folder)})
+    study = prepare_demo_study(runs, truths, tmp_path / 'study')
+    made = Study(study)
+    assert made.systems == ['baseline (λ=0)', 'RR (λ=3)'] and len(made.captions) == 20
+    assert all(source.endswith('seed0') for source in made.data['sources'].values())
+    assert all(made.captions[p] == f'caption {int(p)}' for p in made.captions)
+    # A rerun replaces a study without answers, and keeps one with answers.
+    assert prepare_demo_study(runs, truths, tmp_path / 'study') == study
+    Storage(study / 'answers.sqlite')
+    assert prepare_demo_study(runs, truths, tmp_path / 'study') is None
+    assert 'never replaced' in capsys.readouterr().out

@@ -139,8 +139,8 @@ def collect_clips(systems: tp.Mapping[str, tp.Union[str, Path]],
     if len(systems) < 2:
         raise StudyError(f"a study compares at least 2 systems, got {len(systems)}: pass --system NAME=DIR twice or more")
     for name in systems:
-        if not re.match(r'^[^\s=/][^=/]{0,63}$', name):
-            raise StudyError(f"system name {name!r}: 1-64 characters, no '=' or '/', not starting with a space")
+        if not (re.match(r'^[^\s/][^/]{0,63}$', name) and name.isprintable()):
+            raise StudyError(f"system name {name!r}: 1-64 printable characters, no '/', not starting with a space")
     folders = {name: Path(folder) for name, folder in systems.items()}
     clips = {name: _system_clips(name, folder) for name, folder in folders.items()}
     first, first_clips = next(iter(clips.items()))
