@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from listen_fixtures import token_systems, write_system, write_systems
-from rr_audiocraft.listen import StudyError, prepare_study
+from rr_audiocraft.listen import prepare_study
 from rr_audiocraft.listen.__main__ import main as listen_main
 from rr_audiocraft.listen.app import create_app
 from rr_audiocraft.listen.stats import binomial_summary, bradley_terry, cluster_bootstrap, fleiss_kappa
@@ -22,13 +23,8 @@ from rr_audiocraft.listen.tally import format_tally, tally, write_results
 CAPTIONS = ['a dog barks twice', 'rain on a tin roof', 'a bell rings <script>alert(1)</script>', 'wind & birds']
 
 
-def run_cli(argv: tp.List[str], capsys) -> tp.Tuple[int, str, str]:
-    try:
-        code = listen_main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+def run_listen(argv: tp.List[str], capsys) -> tp.Tuple[int, str, str]:
+    return run_cli(listen_main, argv, capsys)
 
 
 @pytest.fixture
@@ -93,7 +89,7 @@ def test_prepare_refuses_bad_input_naming_the_file(tmp_path, systems, capsys, br
         for folder in systems.values():
             (folder / '003.json').unlink()
     out = tmp_path / 'study'
-    code, stdout, err = run_cli(['prepare', '--system', f'baseline={systems["baseline"]}', '--system', f'rr={rr}',
+    code, stdout, err = run_listen(['prepare', '--system', f'baseline={systems["baseline"]}', '--system', f'rr={rr}',
                                  '--out', str(out)], capsys)
     assert code == 2
     lines = err.strip().splitlines()
@@ -114,7 +110,7 @@ def test_prepare_captions_from_prompts_file_and_options(tmp_path, capsys):
     prompts = tmp_path / 'prompts.txt'
     prompts.write_text('\n'.join(CAPTIONS) + '\n\n')
     out = tmp_path / 'study'
-    code, stdout, err = run_cli(['prepare', *[arg for n, f in folders.items() for arg in ('--system', f'{n}={f}')],
+    code, stdout, err = run_listen(['prepare', *[arg for n, f in folders.items() for arg in ('--system', f'{n}={f}')],
                                  '--prompts', str(prompts), '--num-prompts', '3', '--catch', '1', '--ties',
                                  '--out', str(out)], capsys)
     assert code == 0, err
@@ -122,7 +118,7 @@ def test_prepare_captions_from_prompts_file_and_options(tmp_path, capsys):
     assert made.ties and len(made.captions) == 3 and set(made.captions.values()) <= set(CAPTIONS)
     assert sum(t['kind'] == 'pair' for t in made.trials.values()) == 3 * 3  # 3 prompts x 3 system pairs
     # An existing study is never overwritten.
-    code, _, err = run_cli(['prepare', '--system', f'a={folders["a"]}', '--system', f'b={folders["b"]}',
+    code, _, err = run_listen(['prepare', '--system', f'a={folders["a"]}', '--system', f'b={folders["b"]}',
                             '--prompts', str(prompts), '--out', str(out)], capsys)
     assert code == 2 and 'already holds a study' in err
 
@@ -131,10 +127,10 @@ def test_prepare_from_models_checks_before_generating(tmp_path, capsys):
     prompts = tmp_path / 'prompts.txt'
     prompts.write_text('a dog barks\n')
     out = tmp_path / 'study'
-    code, _, err = run_cli(['prepare', '--from-models', 'A=debug', 'B=//sig/doesnotexist', '--prompts', str(prompts),
+    code, _, err = run_listen(['prepare', '--from-models', 'A=debug', 'B=//sig/doesnotexist', '--prompts', str(prompts),
                             '--out', str(out)], capsys)
     assert code == 2 and "system 'B'" in err and 'doesnotexist' in err and not out.exists()
-    code, _, err = run_cli(['prepare', '--from-models', 'A=debug', 'B=debug', '--prompts', str(tmp_path / 'nope.txt'),
+    code, _, err = run_listen(['prepare', '--from-models', 'A=debug', 'B=debug', '--prompts', str(tmp_path / 'nope.txt'),
                             '--out', str(out)], capsys)
     assert code == 2 and 'nope.txt' in err and not out.exists()
 
@@ -362,7 +358,7 @@ def test_prepare_from_models_generates_with_the_project_loader(tmp_path, capsys,
     prompts = tmp_path / 'prompts.txt'
     prompts.write_text('a dog barks\nrain on a roof\n')
     out = tmp_path / 'study'
-    code, stdout, err = run_cli(['prepare', '--from-models', 'A=debug', 'B=debug', '--prompts', str(prompts),
+    code, stdout, err = run_listen(['prepare', '--from-models', 'A=debug', 'B=debug', '--prompts', str(prompts),
                                  '--duration', '0.5', '--catch', '1', '--out', str(out)], capsys)
     assert code == 0, err
     made = Study(out)
