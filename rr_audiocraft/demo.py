@@ -394,6 +394,9 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
           f" (total {sum(timings.values()):.0f} s)")
     print(f"Plot: {out_dir / 'comparison.png'}\nSpectrograms: {out_dir / 'spectrograms.png'}\n"
           f"Generated wavs: {out_dir / 'samples'}\nTable: {out_dir / 'table.md'}, all numbers: {out_dir / 'results.json'}")
+    # Issue 13: the paper's human evaluation (Table 4) as a blind pairwise study of λ=0 vs λ=3 (first seed of each).
+    from .listen.demo_study import prepare_demo_study
+    prepare_demo_study(runs, test_truths, out_dir / 'study')
 
 
 if __name__ == '__main__':

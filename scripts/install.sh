@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Builds .venv/ from nothing: CPU torch, stock AudioCraft 1.3.0 (editable, with its config/ tree),
-# its real runtime needs, ffmpeg, and rr-audiocraft itself. Idempotent: a finished install is
-# recorded in .venv/.rr-installed (keyed on this file's hash) and a rerun returns in seconds.
+# its real runtime needs, ffmpeg and chromium (Debian), and rr-audiocraft itself. Idempotent: a finished install is
+# recorded in .venv/.rr-installed (keyed on the hash of this file, requirements.txt and pyproject.toml) and a rerun returns in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 STAMP="$VENV/.rr-installed"
-KEY=$(cat scripts/install.sh pyproject.toml | sha1sum | cut -d' ' -f1)
+KEY=$(cat scripts/install.sh scripts/requirements.txt pyproject.toml | sha1sum | cut -d' ' -f1)
 
-need_ffmpeg() { ! command -v ffmpeg >/dev/null; }
-if need_ffmpeg; then
-  # AudioCraft's audio_write pipes through the ffmpeg binary, even for wav.
-  echo "[install] ffmpeg (Debian package)"
+# Debian packages, installed when missing: ffmpeg (AudioCraft's audio_write pipes through the ffmpeg binary,
+# even for wav); chromium + chromium-driver (the listening test's page is tested in a real headless browser).
+APT_PACKAGES=()
+command -v ffmpeg >/dev/null || APT_PACKAGES+=(ffmpeg)
+{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || APT_PACKAGES+=(chromium chromium-driver)
+if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
+  echo "[install] ${APT_PACKAGES[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
 fi
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ]; then
@@ -56,7 +59,7 @@ $PIP install --no-deps --no-build-isolation -e .
 
 "$VENV/bin/python" - <<'PY'
 import rr_audiocraft  # first: it drops xformers' "reinstall" advice, which cannot apply on a CPU-only machine
-import torch, audiocraft, torchaudio, xformers, spacy, transformers, dora, flashy
+import torch, audiocraft, torchaudio, xformers, spacy, transformers, dora, flashy, flask, selenium
 assert not torch.version.cuda, "a CUDA torch was installed"
 import audiocraft.solvers, audiocraft.models  # noqa
 print(f"[install] ok: torch {torch.__version__}, audiocraft {audiocraft.__version__}")

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import typing as tp
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,16 @@ def run_dora(*args: str, timeout: float = 600, check: bool = True) -> subprocess
     if check and proc.returncode != 0:
         raise AssertionError(f"dora {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def run_cli(main: tp.Callable, argv: tp.List[str], capsys) -> tp.Tuple[int, str, str]:
+    """Run a CLI `main(argv)` in process; argparse errors exit, ours return: both give the exit code."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def xp_dir(sig: str) -> Path:

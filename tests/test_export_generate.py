@@ -3,7 +3,6 @@ import json
 import shutil
 import subprocess
 import sys
-import typing as tp
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import REPO_ROOT, xp_dir
+from conftest import REPO_ROOT, run_cli, xp_dir
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -26,16 +25,6 @@ def lut_export(tmp_path_factory, tiny_lut_audiogen_sig) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"stock: audiocraft.models.AudioGen.get_pretrained('{out}')" in proc.stdout
     return out
-
-
-def run_cli(main: tp.Callable, argv: tp.List[str], capsys) -> tp.Tuple[int, str, str]:
-    """Run a CLI `main(argv)` in process; argparse errors exit, ours return: both give the exit code."""
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_export_writes_the_stock_layout(lut_export, tiny_lut_audiogen_sig):
