@@ -7,7 +7,7 @@ export PYTHONWARNINGS ?= ignore::UserWarning
 install:  ## build .venv/ (CPU torch, stock AudioCraft 1.3.0 editable, ffmpeg, this package)
 	bash scripts/install.sh
 
-codec: install  ## retrain the shipped EnCodec (assets/encodec_synth_8khz) from nothing: two XPs, ~55 min on 2 idle cores, resumes
+codec: install  ## retrain the shipped EnCodec (assets/encodec_synth_8khz) from nothing: two XPs, ~63 min on 2 idle cores, resumes
 	$(PY) -m rr_audiocraft.codec train
 
 demo: install  ## the embedded default: miniature Table 1, offline (FULL=1: all nine rows; CODEC=train: retrain the codec first)

@@ -43,7 +43,7 @@ CORPUS_SEED = 1000  # never a seed the demo or the tests measure with (they use 
 CORPUS_CLIPS = 2000
 STATE_FILE = 'compression_state_dict.bin'  # the stock export's file name (audiocraft.models.loaders)
 MANIFEST_FILE = 'asset.json'
-FIX_COMMAND = f"git checkout -- assets/{ASSET_NAME}  (the shipped copy), or `make codec` (retrain it, ~55 min)"
+FIX_COMMAND = f"git checkout -- assets/{ASSET_NAME}  (the shipped copy), or `make codec` (retrain it, ~63 min)"
 
 
 def log(stage: str, message: str) -> None:
@@ -54,11 +54,20 @@ def asset_dir(name: str = ASSET_NAME) -> Path:
     return ASSETS_DIR / name
 
 
+def corpus_dir(data_root: Path) -> Path:
+    """Where the corpus of the current benchmark version lives under `data_root`: the XPs' datasource
+    paths, hence their signatures, change with the benchmark, so an XP trained on an older corpus is
+    never resumed on a newer one."""
+    from .data.synth import BENCHMARK_VERSION
+    return data_root / f'benchmark-v{BENCHMARK_VERSION}'
+
+
 def corpus_stage(data_dir: Path) -> None:
     from .data.excerpts import write_excerpts
-    from .data.synth import generate_dataset
+    from .data.synth import BENCHMARK_VERSION, generate_dataset
     stamp = data_dir / 'corpus_stamp.json'
-    wanted = {'num_clips': CORPUS_CLIPS, 'seed': CORPUS_SEED, 'excerpts': 2}  # bump when the excerpts change
+    wanted = {'num_clips': CORPUS_CLIPS, 'seed': CORPUS_SEED, 'benchmark_version': BENCHMARK_VERSION,
+              'excerpts': 2}  # bump when the excerpts change
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         log('corpus', f"{data_dir} is up to date")
         return
@@ -193,6 +202,7 @@ def export_stage(xps: tp.Sequence[tp.Any], name: str = ASSET_NAME) -> Path:
     """
     from audiocraft.utils.export import export_encodec
     from .checkpoint import allow_audiocraft_checkpoints
+    from .data.synth import BENCHMARK_VERSION
     allow_audiocraft_checkpoints()  # export_encodec's torch.load reads the XP config's OmegaConf objects
     folder = asset_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -219,7 +229,8 @@ def export_stage(xps: tp.Sequence[tp.Any], name: str = ASSET_NAME) -> Path:
         'bytes': partial.stat().st_size,
         'command': 'make codec   (= python -m rr_audiocraft.codec train)',
         'recipe': {'stages': stages,
-                   'corpus': {'generator': 'rr_audiocraft.data.synth', 'seed': CORPUS_SEED, 'num_clips': CORPUS_CLIPS,
+                   'corpus': {'generator': 'rr_audiocraft.data.synth', 'benchmark_version': BENCHMARK_VERSION,
+                              'seed': CORPUS_SEED, 'num_clips': CORPUS_CLIPS,
                               'excerpts': 'rr_audiocraft.data.excerpts (train/valid splits only)'}},
         'training_seconds': round(train_seconds, 1),
         'trained_on': f"{os.cpu_count()} CPU cores, {int(xp.cfg.num_threads)} torch threads",
@@ -339,9 +350,10 @@ def codec_report(model: tp.Any, wavs: tp.Sequence[tp.Any], sample_rate: int) -> 
 
 def report_stage(model: tp.Any, benchmark: Path, num_clips: int = 600, seed: int = 0) -> tp.Dict[str, tp.Any]:
     """`codec_report` on the test split of the benchmark the demo measures with (written if missing)."""
-    from .data.synth import generate_dataset, load_clips
+    from .data.synth import check_benchmark, generate_dataset, load_clips
     if not (benchmark / 'egs' / 'test' / 'data.jsonl').is_file():
         generate_dataset(benchmark, num_clips=num_clips, seed=seed)
+    check_benchmark(benchmark, num_clips=num_clips, seed=seed)  # another seed or generator version: say so
     wavs, _, sample_rate = load_clips(benchmark / 'egs' / 'test')
     report = codec_report(model, wavs, sample_rate)
     log('report', f"test split of {benchmark} ({report['num_clips']} clips): relative MSE {report['relative_mse']:.3f}; "
@@ -361,6 +373,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     report = commands.add_parser('report', help="relative MSE, error per band, code usage on a test split")
     report.add_argument('--data', type=Path, default=REPO_ROOT / 'data' / 'synth', help="benchmark root")
     args = parser.parse_args(argv)
+    from .data.synth import BenchmarkError
     begin = time.time()
     try:
         if args.command == 'verify':
@@ -369,7 +382,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         if args.command == 'report':
             report_stage(load_asset(), args.data.resolve())
             return 0
-        data_dir = args.data.resolve()
+        data_dir = corpus_dir(args.data.resolve())
         corpus_stage(data_dir)
         xps = train_stage(data_dir, args.overrides)
         export_stage(xps)
@@ -377,7 +390,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         manifest = json.loads(manifest_path.read_text())
         manifest['test_report'] = report_stage(load_asset(), REPO_ROOT / 'data' / 'synth')
         manifest_path.write_text(json.dumps(manifest, indent=1) + '\n')
-    except AssetError as error:
+    except (AssetError, BenchmarkError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     log(args.command, f"done in {time.time() - begin:.0f} s")
