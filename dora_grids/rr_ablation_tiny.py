@@ -7,8 +7,10 @@ Default: no RR (λ = 0) against RR (λ = 3, max pooling), both with CFG dropout 
 seeds; `RR_TINY_FULL=1`: all nine rows of Table 1 (`rr_ablation.TABLE1`) over the seeds. XPs are
 ordered seed by seed, so an interrupted run has whole comparisons done first.
 
-Grids take no command-line arguments; these environment variables shape it (read when the grid is
-built, so give the same ones to every command that looks at the grid):
+The grid is built from a `TinyGrid` (its settings as arguments): `TinyGrid(...).explorer()` is what
+the demo and tests run. `dora grid` takes no arguments, so the module's `explorer` — the CLI shim —
+reads the same settings from these environment variables (give the same ones to every command that
+looks at the grid):
 
 - RR_TINY_DATA: root of the synthetic benchmark (holds egs/{train,valid,test}), e.g. the output of
   `python -m rr_audiocraft.data.synth data/synth`. Default: the `rr_synth` dset's relative paths
@@ -22,6 +24,7 @@ built, so give the same ones to every command that looks at the grid):
 - RR_TINY_OVERRIDES: more LM overrides, space-separated `key=value` (e.g. to shrink a run:
   `optim.updates_per_epoch=2 dataset.valid.num_samples=8`).
 """
+import dataclasses
 import os
 import re
 import typing as tp
@@ -33,18 +36,19 @@ from ._explorers import RRJudgeExplorer
 from .rr_ablation import TABLE1, row
 
 SOLVER = 'rr_audiogen/tiny'
-# Default comparison: (pooling, CFG ratio, λ) — no RR vs the paper's best RR row.
-DEFAULT_ROWS: tp.List[tp.Tuple[tp.Optional[str], float, float]] = [(None, 0.1, 0.), ('max', 0.1, 3.)]
+Row = tp.Tuple[tp.Optional[str], float, float]  # (pooling, CFG ratio, λ)
+# Default comparison: no RR vs the paper's best RR row.
+DEFAULT_ROWS: tp.List[Row] = [(None, 0.1, 0.), ('max', 0.1, 3.)]
 
 
-def data_overrides(root: tp.Optional[str]) -> tp.List[str]:
+def data_overrides(root: tp.Optional[tp.Union[str, Path]]) -> tp.List[str]:
     """Datasource overrides for a benchmark root, or none (the rr_synth defaults) when unset."""
     if not root:
         return []
     egs = Path(root).expanduser().resolve() / 'egs'
     for split in ('train', 'valid', 'test'):
         if not (egs / split / 'data.jsonl').is_file():
-            raise FileNotFoundError(f"RR_TINY_DATA={root}: no {egs / split / 'data.jsonl'}; write the benchmark "
+            raise FileNotFoundError(f"benchmark {root}: no {egs / split / 'data.jsonl'}; write the benchmark "
                                     f"with `python -m rr_audiocraft.data.synth {root}`")
     return datasource_overrides(egs.parent)
 
@@ -64,18 +68,53 @@ def seeds_from(value: str) -> tp.List[int]:
     return seeds
 
 
+@dataclasses.dataclass
+class TinyGrid:
+    """Settings of the tiny grid.
+
+    Attributes:
+        data: benchmark root (None: the `rr_synth` dset's defaults).
+        compression: the codec the LMs train on (None: the solver config's default, the shipped codec;
+            a bare signature means `//sig/SIG`).
+        seeds: LM seeds; XPs are ordered seed by seed, so an interrupted run has whole comparisons done first.
+        rows: (pooling, CFG ratio, λ) rows (`DEFAULT_ROWS`, or `rr_ablation.TABLE1` for all nine).
+        epochs: LM epochs (None: the solver config's).
+        overrides: more LM overrides, `key=value`.
+    """
+    data: tp.Optional[tp.Union[str, Path]] = None
+    compression: tp.Optional[str] = None
+    seeds: tp.Sequence[int] = (0, 1, 2)
+    rows: tp.Sequence[Row] = tuple(DEFAULT_ROWS)
+    epochs: tp.Optional[int] = None
+    overrides: tp.Sequence[str] = ()
+
+    @classmethod
+    def from_env(cls, env: tp.Mapping[str, str] = os.environ) -> 'TinyGrid':
+        """The settings `dora grid rr_ablation_tiny` runs with (see the module docstring)."""
+        return cls(data=env.get('RR_TINY_DATA') or None, compression=env.get('RR_TINY_COMPRESSION') or None,
+                   seeds=seeds_from(env.get('RR_TINY_SEEDS', '0,1,2')),
+                   rows=TABLE1 if env.get('RR_TINY_FULL', '0') not in ('', '0') else DEFAULT_ROWS,
+                   epochs=int(env['RR_TINY_EPOCHS']) if env.get('RR_TINY_EPOCHS') else None,
+                   overrides=env.get('RR_TINY_OVERRIDES', '').split())
+
+    def explore(self, launcher: tp.Any) -> None:
+        """Schedules the grid's XPs on a Dora launcher."""
+        # Unset: the solver config's default, the shipped codec (no override, so no path in the signatures).
+        codec = [f'compression_model_checkpoint={compression_checkpoint(self.compression)}'] if self.compression else []
+        lm = launcher.bind([f'solver={SOLVER}'] + codec + data_overrides(self.data))
+        if self.epochs is not None:
+            lm.bind_({'optim.epochs': int(self.epochs)})
+        lm.bind_(list(self.overrides))
+        for seed in self.seeds:
+            for setting in self.rows:
+                lm({**row(*setting), 'seed': seed})
+
+    def explorer(self) -> RRJudgeExplorer:
+        """The Dora explorer of these settings (what `grid_local.run_explorer` and `register` take)."""
+        return RRJudgeExplorer(self.explore)
+
+
 @RRJudgeExplorer
 def explorer(launcher):
-    env = os.environ
-    data = data_overrides(env.get('RR_TINY_DATA'))
-    compression = env.get('RR_TINY_COMPRESSION')
-    # Unset: the solver config's default, the shipped codec (no override, so no path in the signatures).
-    codec = [f'compression_model_checkpoint={compression_checkpoint(compression)}'] if compression else []
-    lm = launcher.bind([f'solver={SOLVER}'] + codec + data)
-    if env.get('RR_TINY_EPOCHS'):
-        lm.bind_({'optim.epochs': int(env['RR_TINY_EPOCHS'])})
-    lm.bind_(env.get('RR_TINY_OVERRIDES', '').split())
-    rows = TABLE1 if env.get('RR_TINY_FULL', '0') not in ('', '0') else DEFAULT_ROWS
-    for seed in seeds_from(env.get('RR_TINY_SEEDS', '0,1,2')):
-        for setting in rows:
-            lm({**row(*setting), 'seed': seed})
+    # The CLI shim: `dora grid` gives a grid no arguments, so its settings come from the environment.
+    TinyGrid.from_env().explore(launcher)

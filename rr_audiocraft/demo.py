@@ -15,7 +15,6 @@ Stages, each cached so a rerun picks up where the last one stopped:
 import argparse
 import json
 import math
-import os
 import time
 import typing as tp
 from pathlib import Path
@@ -151,19 +150,18 @@ def scale_stage(judge: tp.Any, codec: tp.Any, wavs: tp.List[tp.Any], truths: tp.
 
 def train_stage(data_dir: Path, compression: str, seeds: tp.List[int], full: bool,
                 lm_overrides: tp.List[str]) -> tp.List[tp.Any]:
+    """Trains the tiny grid's LMs (`dora_grids.rr_ablation_tiny.TinyGrid`) through `grid_local`; returns
+    their Dora sheeps in grid order (finished XPs are skipped, an interrupted one resumes)."""
+    from dora_grids.rr_ablation import TABLE1
+    from dora_grids.rr_ablation_tiny import DEFAULT_ROWS, TinyGrid
     from . import grid_local
-    from .train import main
-    os.environ['RR_TINY_DATA'] = str(data_dir)
-    os.environ['RR_TINY_COMPRESSION'] = compression
-    os.environ['RR_TINY_SEEDS'] = ','.join(map(str, seeds))
-    os.environ['RR_TINY_FULL'] = '1' if full else '0'
-    os.environ['RR_TINY_OVERRIDES'] = ' '.join(lm_overrides)
-    status = grid_local.run_grid_locally('rr_ablation_tiny')
+    grid = TinyGrid(data=data_dir, compression=compression, seeds=seeds, rows=TABLE1 if full else DEFAULT_ROWS,
+                    overrides=lm_overrides)
+    status, sheeps = grid_local.run_explorer(grid.explorer(), 'rr_ablation_tiny')
     if status != 0:
         raise RuntimeError("train: some XPs of rr_ablation_tiny failed (see the table above); rerun `make demo` "
                            "to retry them")
-    explorer = grid_local.load_explorer(main, 'rr_ablation_tiny')
-    return grid_local.register(main, explorer, 'rr_ablation_tiny')
+    return sheeps
 
 
 def row_of(cfg: tp.Any) -> tp.Tuple[str, float, float]:
@@ -173,89 +171,135 @@ def row_of(cfg: tp.Any) -> tp.Tuple[str, float, float]:
 
 
 def generate_and_judge(sheeps: tp.List[tp.Any], judge: tp.Any, wavs: tp.List[tp.Any], truths: tp.List[dict],
-                       data_dir: Path, out_dir: Path, duration: float, gen_seed: int) -> tp.List[dict]:
+                       out_dir: Path, duration: float, gen_seed: int) -> tp.List[dict]:
+    """Every trained LM generates the test captions; the judge scores them against the captions.
+
+    Results are kept per XP signature in `out_dir/xps/SIG/judge.json` (Dora's own files are left as
+    Dora writes them) and reused while they describe the same thing: the same checkpoint (its sha256),
+    generation settings and judge (`Judge.fitted_on`), with every sample still on disk. Samples go to
+    `out_dir/samples/<row>/seed<k>/<reference clip stem>.wav`, so each pairs with its reference.
+    """
     import soundfile as sf
     import torch
+    from .codec import sha256_of
     from .models import RRAudioGen
     captions = [truth['description'] for truth in truths]
     results = []
     for position, sheep in enumerate(sheeps, 1):
         cfg, sig = sheep.xp.cfg, sheep.xp.sig
-        cache = sheep.xp.folder / f'demo_judge_seed{gen_seed}.json'
         pool, cfg_ratio, weight = row_of(cfg)
         label = f"pool={pool} cfg={cfg_ratio:g} λ={weight:g} seed={cfg.seed}"
         sample_dir = out_dir / 'samples' / f"pool-{pool}_cfg-{cfg_ratio:g}_lambda-{weight:g}" / f"seed{cfg.seed}"
-        # Cached judge results count only for the judge that produced them (it is refitted when stale).
-        judge_stamp = judge.fitted_on
-        cached = json.loads(cache.read_text()) if cache.exists() else {}
-        if sample_dir.exists() and cached.get('judge_stamp') == judge_stamp:
+        sample_paths = [sample_dir / f"{truth['name']}.wav" for truth in truths]
+        result_path = out_dir / 'xps' / sig / 'judge.json'
+        stamp = {'checkpoint_sha256': sha256_of(sheep.xp.folder / 'checkpoint.th'), 'judge': judge.fitted_on,
+                 'generation': {'seed': gen_seed, 'duration': duration, 'top_k': 250, 'temperature': 1.0,
+                                'cfg_coef': float(cfg.classifier_free_guidance.inference_coef),
+                                'captions': captions}}
+        cached = json.loads(result_path.read_text()) if result_path.exists() else {}
+        if cached.get('stamp') == stamp and all(path.is_file() for path in sample_paths):
             metrics = cached['metrics']
             log('generate', f"[{position}/{len(sheeps)}] {sig} ({label}): cached")
         else:
             start = time.time()
             model = RRAudioGen.get_pretrained(f'//sig/{sig}', device='cpu')
-            model.set_generation_params(use_sampling=True, top_k=250, temperature=1.0, duration=duration,
-                                        cfg_coef=float(cfg.classifier_free_guidance.inference_coef))
+            model.set_generation_params(use_sampling=True, top_k=stamp['generation']['top_k'],
+                                        temperature=stamp['generation']['temperature'], duration=duration,
+                                        cfg_coef=stamp['generation']['cfg_coef'])
             torch.manual_seed(gen_seed)
             with torch.no_grad():
                 generated = model.generate(captions)[:, 0].numpy()  # [N, T]
             sample_dir.mkdir(parents=True, exist_ok=True)
-            for index, wav in enumerate(generated):
-                sf.write(sample_dir / f'{index:03d}.wav', wav, model.sample_rate)
+            for path, wav in zip(sample_paths, generated):
+                sf.write(path, wav, model.sample_rate)
             metrics = judge.score(list(generated), truths, sample_rate=model.sample_rate, references=wavs)
-            cache.write_text(json.dumps({'judge_stamp': judge_stamp, 'metrics': metrics}))
+            result_path.parent.mkdir(parents=True, exist_ok=True)
+            partial = result_path.with_suffix('.partial')
+            partial.write_text(json.dumps({'stamp': stamp, 'metrics': metrics}))
+            partial.replace(result_path)
             log('generate', f"[{position}/{len(sheeps)}] {sig} ({label}): {len(captions)} clips in "
                             f"{time.time() - start:.0f} s, count acc {metrics['count_acc']:.3f}, "
                             f"source F1 {metrics['source_f1']:.3f}")
-        history_path = sheep.xp.folder / 'history.json'
-        history = json.loads(history_path.read_text())
-        if history[-1].get('judge') != metrics:
-            # Recorded as a stage of the last epoch, so the grid's explorer table shows the judge metrics.
-            history[-1]['judge'] = metrics
-            history_path.write_text(json.dumps(history))
+        history = json.loads((sheep.xp.folder / 'history.json').read_text())
         metrics = {**metrics, 'valid_ce': history[-1]['valid']['ce'], 'train_rr': history[-1]['train'].get('rr')}
         results.append({'sig': sig, 'row': list(row_of(cfg)), 'seed': int(cfg.seed), 'samples': str(sample_dir),
                         'metrics': metrics})
     return results
 
 
-def mean_ci(values: tp.List[float]) -> tp.Tuple[float, float]:
-    """Mean and half-width of the 95 % Student-t confidence interval (NaN width for one value)."""
+BASELINE_ROW = ('–', 0.1, 0.0)  # Table 1's (–, 0.1, 0): CFG dropout 0.1, no RR; every other row is compared with it
+JUDGE_METRICS = ('source_f1', 'count_acc', 'order_acc')  # per-clip outcomes, paired bootstrap / permutation
+
+
+def mean_ci(values: tp.List[float]) -> tp.Dict[str, tp.Any]:
+    """Mean over seeds and its 95 % Student-t interval ([NaN, NaN] for one value): for the per-XP
+    scalars (valid ce, KL, FD) that have no per-clip outcomes to resample."""
     import numpy as np
     from scipy import stats
     values_arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if len(values_arr) == 0:
-        return float('nan'), float('nan')
+        return {'mean': float('nan'), 'ci95': [float('nan'), float('nan')]}
+    mean = float(values_arr.mean())
     if len(values_arr) == 1:
-        return float(values_arr[0]), float('nan')
+        return {'mean': mean, 'ci95': [float('nan'), float('nan')]}
     half = stats.t.ppf(0.975, len(values_arr) - 1) * values_arr.std(ddof=1) / math.sqrt(len(values_arr))
-    return float(values_arr.mean()), float(half)
+    return {'mean': mean, 'ci95': [mean - float(half), mean + float(half)]}
 
 
-def summarise(results: tp.List[dict]) -> tp.List[dict]:
-    rows: tp.Dict[tuple, tp.List[dict]] = {}
+def summarise(results: tp.List[dict]) -> tp.Tuple[tp.List[dict], tp.List[dict]]:
+    """Rows of the table and each row against the baseline, from the per-XP results.
+
+    Judge metrics are pooled over a row's seeds and captions with a 95 % bootstrap interval (seeds
+    and captions resampled, `metrics.paired.row_summary`); each row is compared with `BASELINE_ROW`
+    paired over the same seeds and captions (`metrics.paired.paired_comparison`: difference, 95 %
+    bootstrap interval, permutation p-value). Valid ce, KL and FD: mean over seeds, Student-t interval.
+
+    Returns:
+        tuple: rows (`pool`, `cfg`, `lambda`, `seeds`, and per metric {'mean', 'ci95'}) and
+        vs_baseline (`pool`, `cfg`, `lambda`, and per judge metric {'difference', 'ci95', 'p_value'}).
+    """
+    from .metrics.paired import paired_comparison, row_summary, stack_seeds
+    by_row: tp.Dict[tuple, tp.List[dict]] = {}
     for result in results:
-        rows.setdefault(tuple(result['row']), []).append(result)
-    summary = []
-    for row, runs in rows.items():
-        entry = {'row': list(row), 'seeds': sorted(r['seed'] for r in runs)}
-        for key, _, _ in METRICS:
-            entry[key] = mean_ci([r['metrics'].get(key) for r in runs])
-        summary.append(entry)
-    return summary
+        by_row.setdefault(tuple(result['row']), []).append(result)
+    rows, outcomes = [], {}
+    for row, runs in by_row.items():
+        runs = sorted(runs, key=lambda run: run['seed'])
+        outcomes[row] = stack_seeds([run['metrics']['clip_outcomes'] for run in runs])
+        entry = {'pool': row[0], 'cfg': row[1], 'lambda': row[2], 'seeds': [run['seed'] for run in runs],
+                 **row_summary(outcomes[row])}
+        for key in ('kl', 'fd', 'valid_ce'):
+            entry[key] = mean_ci([run['metrics'].get(key) for run in runs])
+        rows.append(entry)
+    vs_baseline = []
+    if BASELINE_ROW in by_row:
+        base_seeds = sorted(run['seed'] for run in by_row[BASELINE_ROW])
+        for row, runs in by_row.items():
+            if row == BASELINE_ROW:
+                continue
+            if sorted(run['seed'] for run in runs) != base_seeds:
+                raise ValueError(f"row {row} was trained with seeds {sorted(run['seed'] for run in runs)}, the "
+                                 f"baseline with {base_seeds}: paired comparisons need the same seeds")
+            vs_baseline.append({'pool': row[0], 'cfg': row[1], 'lambda': row[2],
+                                **paired_comparison(outcomes[row], outcomes[BASELINE_ROW])})
+    return rows, vs_baseline
 
 
-def format_table(summary: tp.List[dict], scale: tp.Dict[str, dict]) -> str:
+def _cell(stat: tp.Mapping[str, tp.Any], key: str = 'mean') -> str:
+    value, (low, high) = stat[key], stat['ci95']
+    if math.isnan(value):
+        return 'n/a'
+    return f"{value:.3f}" + ('' if math.isnan(low) else f" [{low:.3f}, {high:.3f}]")
+
+
+def format_table(rows: tp.List[dict], vs_baseline: tp.List[dict], scale: tp.Dict[str, dict]) -> str:
     head = '| pool | CFG | λ | seeds | ' + ' | '.join(
         f"{title} {'↑' if up else '↓'}" for _, title, up in METRICS) + ' |'
     lines = [head, '|' + '---|' * (4 + len(METRICS))]
-    for entry in summary:
-        pool, cfg_ratio, weight = entry['row']
-        cells = []
-        for key, _, _ in METRICS:
-            mean, half = entry[key]
-            cells.append('n/a' if math.isnan(mean) else f"{mean:.3f}" + ('' if math.isnan(half) else f" ± {half:.3f}"))
-        lines.append(f"| {pool} | {cfg_ratio:g} | {weight:g} | {len(entry['seeds'])} | " + ' | '.join(cells) + ' |')
+    for entry in rows:
+        cells = [_cell(entry[key]) for key, _, _ in METRICS]
+        lines.append(f"| {entry['pool']} | {entry['cfg']:g} | {entry['lambda']:g} | {len(entry['seeds'])} | "
+                     + ' | '.join(cells) + ' |')
     for name, title in (('ceiling', 'ceiling: references after the codec round trip'),
                         ('floor', 'floor: references against shuffled captions')):
         metrics = scale[name]
@@ -265,25 +309,35 @@ def format_table(summary: tp.List[dict], scale: tp.Dict[str, dict]) -> str:
     lines.append(f"Test captions: {scale['ceiling']['num_clips']} (held-out source pairs); the judge on the clean "
                  f"references: count acc {scale['judge_clean']['count_acc']:.3f}, source F1 "
                  f"{scale['judge_clean']['source_f1']:.3f}, order acc {scale['judge_clean']['order_acc']:.3f}. "
-                 "Mean ± 95 % CI (Student t) over seeds.")
+                 "Judge metrics: pooled over seeds and captions, 95 % bootstrap interval (seeds and captions "
+                 "resampled); valid ce, KL, FD: mean over seeds, 95 % Student-t interval.")
+    if vs_baseline:
+        lines += ['', f"Against the baseline (pool {BASELINE_ROW[0]}, CFG {BASELINE_ROW[1]:g}, λ {BASELINE_ROW[2]:g}), "
+                  "paired over the same seeds and captions: difference [95 % bootstrap interval] (permutation p)", '',
+                  '| pool | CFG | λ | ' + ' | '.join(f"Δ {title}" for key, title, _ in METRICS if key in JUDGE_METRICS) + ' |',
+                  '|' + '---|' * (3 + len(JUDGE_METRICS))]
+        for entry in vs_baseline:
+            cells = [f"{_cell(entry[key], 'difference')} (p {entry[key]['p_value']:.3g})" for key in JUDGE_METRICS]
+            lines.append(f"| {entry['pool']} | {entry['cfg']:g} | {entry['lambda']:g} | " + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
-def plot_comparison(summary: tp.List[dict], path: Path) -> None:
+def plot_comparison(rows: tp.List[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import numpy as np
     fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.4))
-    labels = [f"{e['row'][0]}/{e['row'][1]:g}/{e['row'][2]:g}" for e in summary]
+    labels = [f"{e['pool']}/{e['cfg']:g}/{e['lambda']:g}" for e in rows]
     for ax, (key, title, up) in zip(axes, METRICS):
-        means = np.array([e[key][0] for e in summary])
-        halves = np.nan_to_num(np.array([e[key][1] for e in summary]))
-        ax.bar(range(len(summary)), means, yerr=halves, capsize=4,
-               color=['tab:gray' if e['row'][2] == 0 else 'tab:blue' for e in summary])
-        ax.set_xticks(range(len(summary)), labels, rotation=45, ha='right', fontsize=7)
+        means = np.array([e[key]['mean'] for e in rows])
+        bounds = np.array([e[key]['ci95'] for e in rows])
+        errors = np.nan_to_num(np.abs(bounds.T - means[None]))
+        ax.bar(range(len(rows)), means, yerr=errors, capsize=4,
+               color=['tab:gray' if e['lambda'] == 0 else 'tab:blue' for e in rows])
+        ax.set_xticks(range(len(rows)), labels, rotation=45, ha='right', fontsize=7)
         ax.set_title(f"{title} {'↑' if up else '↓'}")
-    fig.suptitle('RR miniature Table 1 (pool / CFG / λ), mean ± 95 % CI over seeds')
+    fig.suptitle('RR miniature Table 1 (pool / CFG / λ), 95 % intervals')
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -306,7 +360,7 @@ def plot_spectrograms(results: tp.List[dict], wavs: tp.List[tp.Any], truths: tp.
     for i, index in enumerate(picks):
         for j, (title, result) in enumerate(columns):
             wav, rate = (wavs[index], 16000) if result is None else sf.read(
-                Path(result['samples']) / f'{index:03d}.wav', dtype='float32')
+                Path(result['samples']) / f"{truths[index]['name']}.wav", dtype='float32')
             axes[i][j].specgram(np.asarray(wav) + 1e-7, NFFT=512 * rate // 16000, Fs=rate, noverlap=384 * rate // 16000,
                                 cmap='magma')
             axes[i][j].set_title(f"{title}\n“{truths[index]['description']}”" if j == 0 else title, fontsize=7,
@@ -380,14 +434,14 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     from .codec import compression_reference
     sheeps = timed('train', lambda: train_stage(data_dir, compression_reference(codec_dir), seeds, args.full, args.lm))
     duration = 4.0
-    runs = timed('generate', lambda: generate_and_judge(sheeps, judge, test_wavs, test_truths, data_dir,
-                                                              out_dir, duration, gen_seed=0))
-    summary = summarise(runs)
-    table = format_table(summary, scale)
-    plot_comparison(summary, out_dir / 'comparison.png')
+    runs = timed('generate', lambda: generate_and_judge(sheeps, judge, test_wavs, test_truths, out_dir, duration,
+                                                        gen_seed=0))
+    rows, vs_baseline = summarise(runs)
+    table = format_table(rows, vs_baseline, scale)
+    plot_comparison(rows, out_dir / 'comparison.png')
     plot_spectrograms(runs, test_wavs, test_truths, out_dir / 'spectrograms.png')
     (out_dir / 'table.md').write_text(table + '\n')
-    results.update({'runs': runs, 'summary': summary})
+    results.update({'rows': rows, 'vs_baseline': vs_baseline, 'runs': runs})
     (out_dir / 'results.json').write_text(json.dumps(results, indent=1) + '\n')
     print('\n' + table + '\n')
     print('Stage wall times: ' + ', '.join(f"{k} {v:.0f} s" for k, v in timings.items()) +

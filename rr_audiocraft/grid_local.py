@@ -192,11 +192,24 @@ def run_grid_locally(name: str, patterns: tp.Sequence[str] = (), show_only: bool
         int: 0 when every XP is finished, 1 when some failed (the table is printed either way).
     """
     from .train import main
-    explorer = load_explorer(main, name)
+    status, _ = run_explorer(load_explorer(main, name), name, patterns, show_only, verbose, stop_on_failure)
+    return status
+
+
+def run_explorer(explorer: tp.Any, name: str, patterns: tp.Sequence[str] = (), show_only: bool = False,
+                 verbose: bool = False, stop_on_failure: bool = False) -> tp.Tuple[int, tp.List[tp.Any]]:
+    """`run_grid_locally` for an explorer built in code (e.g. `dora_grids.rr_ablation_tiny.TinyGrid(...).explorer()`),
+    registered under grid name `name`.
+
+    Returns:
+        tuple: the exit status (0: every XP finished, 1: some failed) and the grid's Dora sheeps in grid
+        order (each `sheep.xp` an XP with its `sig`, `cfg` and `folder`).
+    """
+    from .train import main
     sheeps = register(main, explorer, name, patterns)
     if not sheeps:
         print(f"grid_local: grid {name} has no XP{' matching ' + ' '.join(patterns) if patterns else ''}")
-        return 0
+        return 0, []
     failed: tp.List[str] = []
     if not show_only:
         with grid_lock(main, name):
@@ -224,8 +237,8 @@ def run_grid_locally(name: str, patterns: tp.Sequence[str] = (), show_only: bool
     print(format_table(main, explorer, sheeps, colors=sys.stdout.isatty()), flush=True)
     if failed:
         print(f"grid_local: {len(failed)} XP(s) failed: {' '.join(failed)}; rerun to retry them")
-        return 1
-    return 0
+        return 1, sheeps
+    return 0, sheeps
 
 
 def _raise_interrupted(signum: int, _frame: tp.Any) -> None:

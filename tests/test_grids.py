@@ -115,6 +115,29 @@ def test_tiny_grid_full_mode_and_settings_from_the_environment(tiny_env, tiny_da
         explore('rr_ablation_tiny')
 
 
+def test_tiny_grid_from_arguments_is_the_grid_the_environment_describes(tiny_env, tiny_data):
+    """`TinyGrid(...)` (what the demo builds, no environment) and the `dora grid` shim reading the same
+    settings from RR_TINY_* give the same XPs; `grid_local.register` of it returns them in grid order."""
+    from dora_grids.rr_ablation import TABLE1
+    from dora_grids.rr_ablation_tiny import TinyGrid
+    from rr_audiocraft.grid_local import register
+    from rr_audiocraft.train import main
+    grid = TinyGrid(data=tiny_data, compression='abcdef12', seeds=[4, 5], rows=TABLE1[:2], epochs=3,
+                    overrides=['optim.updates_per_epoch=3'])
+    sheeps = register(main, grid.explorer(), 'rr_ablation_tiny')
+    assert [(sheep.xp.cfg.seed, setting(sheep.xp.cfg)) for sheep in sheeps] == [
+        (seed, row) for seed in (4, 5) for row in TABLE1[:2]]
+    assert all(sheep.xp.cfg.compression_model_checkpoint == '//sig/abcdef12' for sheep in sheeps)
+    assert all((sheep.xp.cfg.optim.epochs, sheep.xp.cfg.optim.updates_per_epoch) == (3, 3) for sheep in sheeps)
+    assert 'RR_TINY_DATA' not in os.environ  # nothing was passed through the environment
+    for name, value in (('RR_TINY_DATA', str(tiny_data)), ('RR_TINY_COMPRESSION', 'abcdef12'), ('RR_TINY_SEEDS', '4,5'),
+                        ('RR_TINY_FULL', '1'), ('RR_TINY_EPOCHS', '3'), ('RR_TINY_OVERRIDES', 'optim.updates_per_epoch=3')):
+        tiny_env.setenv(name, value)
+    from_env, _ = explore('rr_ablation_tiny')
+    assert [sheep.xp.sig for sheep in sheeps] == [
+        sheep.xp.sig for sheep in from_env if setting(sheep.xp.cfg) in TABLE1[:2]]
+
+
 def test_explorer_tables_show_settings_losses_and_evaluation_metrics(tiny_env):
     """Histories written as the solvers write them: the tiny explorer shows judge metrics from any
     stage, the recipe explorer AudioCraft's FAD / KL / CLAP from the evaluate stage."""

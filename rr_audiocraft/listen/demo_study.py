@@ -10,7 +10,7 @@ NUM_PROMPTS = 20  # as the paper's Table 4
 
 
 def prepare_demo_study(runs: tp.List[dict], truths: tp.List[dict], out: Path) -> tp.Optional[Path]:
-    """Build the study from the demo's generated samples (`<index:03d>.wav`, captions from the test split).
+    """Build the study from the demo's generated samples (`<reference stem>.wav`, captions from the test split).
 
     Args:
         runs (list of dict): `demo.generate_and_judge`'s results ('row', 'seed', 'samples' folder).
@@ -26,7 +26,7 @@ def prepare_demo_study(runs: tp.List[dict], truths: tp.List[dict], out: Path) ->
         print("[demo:listen] no study: the demo has no λ=0 and λ=3 rows to compare")
         return None
     systems = {'baseline (λ=0)': Path(first_seed[BASELINE_ROW]), 'RR (λ=3)': Path(first_seed[RR_ROW])}
-    captions = {f'{index:03d}': truth['description'] for index, truth in enumerate(truths)}
+    captions = {truth['name']: truth['description'] for truth in truths}
     try:
         study = prepare_study(systems, out, captions=captions, num_prompts=min(NUM_PROMPTS, len(captions)),
                               catch_trials=2, replace=True)

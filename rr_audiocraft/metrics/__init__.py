@@ -1,5 +1,5 @@
 """Metrics of rr-audiocraft: the generator-independent judge of the synthetic benchmark
-(`rr_audiocraft.metrics.judge`)."""
+(`rr_audiocraft.metrics.judge`) and paired statistics of its outcomes (`rr_audiocraft.metrics.paired`)."""
 import typing as tp
 
 _JUDGE_EXPORTS = ('Judge', 'JudgeConfig', 'frechet_distance', 'kl_divergence', 'score_predictions')

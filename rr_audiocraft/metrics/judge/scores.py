@@ -1,6 +1,8 @@
 """The benchmark's metrics, computed from the judge's predictions (`Judge.predict`).
 
-`score_predictions` is the one place they are computed; `Judge.score` predicts and calls it. Per
+`clip_outcomes` holds the per-clip rules and `metrics_from_sums` turns their sums into metrics, so
+that `score_predictions` (`Judge.score` predicts and calls it) and the paired statistics of
+`rr_audiocraft.metrics.paired` (which resample the clips) compute the same thing. Per
 clip, against the caption's ground truth (the sidecar): source micro-F1, count accuracy, order
 accuracy (over "then" captions, the only ones that fix an order) and relation accuracy, plus which
 sources were heard but absent or missed (a codec's hiss heard as `noise`, its rumble as `hum`).
@@ -50,6 +52,44 @@ def kl_divergence(target_probs: np.ndarray, pred_probs: np.ndarray, epsilon: flo
 
 
 
+# Per-clip outcomes (`clip_outcomes`); every adherence metric is a function of their sums.
+OUTCOME_KEYS = ('clips', 'true_positives', 'false_positives', 'false_negatives', 'count_hit', 'ordered', 'order_hit')
+
+
+def clip_outcomes(predictions: tp.Sequence[Prediction], truths: tp.Sequence[Truth]) -> tp.Dict[str, tp.List[int]]:
+    """What each clip contributes to the adherence metrics, key (`OUTCOME_KEYS`) -> one int per clip:
+    the clip itself (1), sources heard and there, heard but not there, there but missed; whether the count is right;
+    whether the caption fixes an order ("then") and whether the heard order is it."""
+    check_truths(truths, len(predictions))
+    outcomes: tp.Dict[str, tp.List[int]] = {key: [] for key in OUTCOME_KEYS}
+    for prediction, truth in zip(predictions, truths):
+        predicted, expected = set(prediction['sources']), set(truth['sources'])
+        ordered = truth.get('relation') == 'then'
+        for key, value in zip(OUTCOME_KEYS, (
+                1, len(predicted & expected), len(predicted - expected), len(expected - predicted),
+                prediction['count'] == truth['count'], ordered,
+                ordered and list(prediction['order']) == list(truth['sources']))):
+            outcomes[key].append(int(value))
+    return outcomes
+
+
+def metrics_from_sums(sums: tp.Mapping[str, tp.Any]) -> tp.Dict[str, tp.Any]:
+    """source_f1 (micro), count_acc and order_acc from the sums of `clip_outcomes` over clips.
+
+    Works elementwise on arrays of sums (e.g. one per bootstrap resample); a metric without clips
+    (order accuracy without "then" captions) is NaN.
+    """
+    with np.errstate(invalid='ignore', divide='ignore'):
+        true_positives = np.asarray(sums['true_positives'], dtype=np.float64)
+        denominator = 2 * true_positives + np.asarray(sums['false_positives']) + np.asarray(sums['false_negatives'])
+        source_f1 = np.where(denominator > 0, 2 * true_positives / np.where(denominator > 0, denominator, 1), 1.)
+        num_clips = np.asarray(sums['clips'], dtype=np.float64)
+        count_acc = np.where(num_clips > 0, np.asarray(sums['count_hit']) / np.where(num_clips > 0, num_clips, 1), np.nan)
+        ordered = np.asarray(sums['ordered'], dtype=np.float64)
+        order_acc = np.where(ordered > 0, np.asarray(sums['order_hit']) / np.where(ordered > 0, ordered, 1), np.nan)
+    return {'source_f1': source_f1, 'count_acc': count_acc, 'order_acc': order_acc}
+
+
 def _by_count(counts: tp.Dict[str, int]) -> tp.Dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
@@ -69,39 +109,30 @@ def score_predictions(predictions: tp.Sequence[Prediction], truths: tp.Sequence[
     Returns:
         dict with source_f1, count_acc, order_acc ("then" captions; NaN if none), relation_acc
         (NaN if the truths have no relation), num_clips, heard_absent and missed (source ->
-        number of clips, most frequent first) and, with references, kl (mean over clips of
+        number of clips, most frequent first), clip_outcomes (`clip_outcomes`: what the paired
+        statistics of `rr_audiocraft.metrics.paired` resample) and, with references, kl (mean over clips of
         KL(p_ref || p_gen); 0 when the judge hears the same labels) and fd (NaN for one clip).
     """
-    check_truths(truths, len(predictions))
-    true_positives = false_positives = false_negatives = 0
-    count_hits, order_hits, num_ordered, relation_hits, num_related = 0, 0, 0, 0, 0
+    outcomes = clip_outcomes(predictions, truths)
     heard_absent: tp.Dict[str, int] = {}
     missed: tp.Dict[str, int] = {}
+    relation_hits, num_related = 0, 0
     for prediction, truth in zip(predictions, truths):
         predicted, expected = set(prediction['sources']), set(truth['sources'])
-        true_positives += len(predicted & expected)
-        false_positives += len(predicted - expected)
-        false_negatives += len(expected - predicted)
         for source in predicted - expected:
             heard_absent[source] = heard_absent.get(source, 0) + 1
         for source in expected - predicted:
             missed[source] = missed.get(source, 0) + 1
-        count_hits += int(prediction['count'] == truth['count'])
-        if truth.get('relation') == 'then':
-            num_ordered += 1
-            order_hits += int(list(prediction['order']) == list(truth['sources']))
         if truth.get('relation') is not None:
             num_related += 1
             relation_hits += int(prediction.get('relation') == truth['relation'])
-    denominator = 2 * true_positives + false_positives + false_negatives
     metrics: tp.Dict[str, tp.Any] = {
-        'source_f1': 2 * true_positives / denominator if denominator else 1.,
-        'count_acc': count_hits / len(truths),
-        'order_acc': order_hits / num_ordered if num_ordered else float('nan'),
+        **{key: float(value) for key, value in metrics_from_sums({k: sum(v) for k, v in outcomes.items()}).items()},
         'relation_acc': relation_hits / num_related if num_related else float('nan'),
         'num_clips': len(predictions),
         'heard_absent': _by_count(heard_absent),
         'missed': _by_count(missed),
+        'clip_outcomes': outcomes,
     }
     if reference_predictions is not None:
         if len(reference_predictions) != len(predictions):
