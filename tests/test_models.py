@@ -1,4 +1,6 @@
 """RRAudioGen / RRMusicGen loading: AudioCraft's `debug` model, Dora XPs (`//sig/`), XP folders and files."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -105,7 +107,12 @@ def test_unknown_signature_says_where_it_looked_and_what_is_there(tiny_lut_audio
     message = str(error.value)
     xps = os.path.join(os.environ['AUDIOCRAFT_DORA_DIR'], 'xps')
     assert message.startswith(f"No Dora XP '//sig/deadbeef': tried {xps}/deadbeef/checkpoint.th")
-    assert tiny_lut_audiogen_sig in message  # the XPs that do exist are listed
+    # The XPs that do exist are listed (the first 10 by name, then how many more: other tests add XPs).
+    import re
+    existing = sorted(path.parent.name for path in Path(xps).glob('*/checkpoint.th'))
+    assert tiny_lut_audiogen_sig in existing
+    assert re.findall(r'\b[0-9a-f]{8}\b', message.split('there: ')[1]) == existing[:10]
+    assert len(existing) <= 10 or f'(and {len(existing) - 10} more)' in message
 
 
 def test_folder_that_holds_no_model_is_named(tmp_path):
