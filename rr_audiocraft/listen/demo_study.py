@@ -2,10 +2,11 @@
 import typing as tp
 from pathlib import Path
 
+from ..demo import BASELINE_ROW
 from .study import StudyError, prepare_study
 
-# Rows of `demo.row_of`: (pooling, CFG ratio, λ). The paper's Table 4 compares the baseline with RR at its best.
-BASELINE_ROW, RR_ROW = ('–', 0.1, 0.0), ('max', 0.1, 3.0)
+# A row of `demo.row_of`: (pooling, CFG ratio, λ). The paper's Table 4 compares the baseline with RR at its best.
+RR_ROW = ('max', 0.1, 3.0)
 NUM_PROMPTS = 20  # as the paper's Table 4
 
 

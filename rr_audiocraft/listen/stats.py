@@ -43,10 +43,10 @@ def cluster_bootstrap(raters: tp.Sequence[tp.Hashable], prompts: tp.Sequence[tp.
     for rater, prompt, win in zip(raters, prompts, wins):
         won[rater_ids[rater], prompt_ids[prompt]] += win
         count[rater_ids[rater], prompt_ids[prompt]] += 1
-    rng = np.random.default_rng(seed)
+    from ..metrics.paired import crossed_bootstrap_weights
     # How often each rater / prompt is drawn in each resample: an answer counts (rater draws x prompt draws).
-    rater_weights = rng.multinomial(len(rater_ids), np.full(len(rater_ids), 1 / len(rater_ids)), size=num_samples)
-    prompt_weights = rng.multinomial(len(prompt_ids), np.full(len(prompt_ids), 1 / len(prompt_ids)), size=num_samples)
+    rater_weights, prompt_weights = crossed_bootstrap_weights(len(rater_ids), len(prompt_ids), num_samples,
+                                                              np.random.default_rng(seed))
     numerator = np.einsum('br,rp,bp->b', rater_weights, won, prompt_weights)
     denominator = np.einsum('br,rp,bp->b', rater_weights, count, prompt_weights)
     shares = numerator[denominator > 0] / denominator[denominator > 0]

@@ -56,12 +56,14 @@ def _check(outcomes: Outcomes, name: str) -> tp.Tuple[int, int]:
     return num_seeds, num_captions
 
 
-def _resample_weights(num_seeds: int, num_captions: int, num_resamples: int,
-                      rng: np.random.Generator) -> tp.Tuple[np.ndarray, np.ndarray]:
-    """How often each seed and each caption is drawn in every bootstrap resample: [R, S] and [R, C]."""
-    seed_weights = rng.multinomial(num_seeds, np.full(num_seeds, 1 / num_seeds), size=num_resamples)
-    caption_weights = rng.multinomial(num_captions, np.full(num_captions, 1 / num_captions), size=num_resamples)
-    return seed_weights.astype(np.float64), caption_weights.astype(np.float64)
+def crossed_bootstrap_weights(num_rows: int, num_columns: int, num_resamples: int,
+                              rng: np.random.Generator) -> tp.Tuple[np.ndarray, np.ndarray]:
+    """A two-way crossed bootstrap (e.g. seeds x captions, raters x prompts): how often each row and
+    each column is drawn in every resample, [R, rows] and [R, columns]. An observation at (row, column)
+    then counts row weight x column weight times (`np.einsum('rs,sc,rc->r', rows, X, columns)`)."""
+    row_weights = rng.multinomial(num_rows, np.full(num_rows, 1 / num_rows), size=num_resamples)
+    column_weights = rng.multinomial(num_columns, np.full(num_columns, 1 / num_columns), size=num_resamples)
+    return row_weights.astype(np.float64), column_weights.astype(np.float64)
 
 
 def _weighted_sums(outcomes: Outcomes, seed_weights: np.ndarray, caption_weights: np.ndarray) -> tp.Dict[str, np.ndarray]:
@@ -91,7 +93,7 @@ def row_summary(outcomes: Outcomes, num_resamples: int = 10_000, seed: int = 0) 
     """
     num_seeds, num_captions = _check(outcomes, 'row_summary')
     point = metrics_from_sums({key: np.sum(outcomes[key]) for key in OUTCOME_KEYS})
-    weights = _resample_weights(num_seeds, num_captions, num_resamples, np.random.default_rng(seed))
+    weights = crossed_bootstrap_weights(num_seeds, num_captions, num_resamples, np.random.default_rng(seed))
     resampled = metrics_from_sums(_weighted_sums(outcomes, *weights))
     return {metric: {'mean': float(point[metric]), 'ci95': _interval(resampled[metric])} for metric in METRIC_KEYS}
 
@@ -122,7 +124,7 @@ def paired_comparison(row: Outcomes, baseline: Outcomes, num_resamples: int = 10
 
     observed = difference({key: np.sum(row[key]) for key in OUTCOME_KEYS},
                           {key: np.sum(baseline[key]) for key in OUTCOME_KEYS})
-    weights = _resample_weights(num_seeds, num_captions, num_resamples, rng)
+    weights = crossed_bootstrap_weights(num_seeds, num_captions, num_resamples, rng)
     resampled = difference(_weighted_sums(row, *weights), _weighted_sums(baseline, *weights))
     # Permutations: caption c of the two rows swapped where swap[r, c]; summed over seeds first.
     swap = rng.random((num_resamples, num_captions)) < 0.5

@@ -73,21 +73,24 @@ def clip_outcomes(predictions: tp.Sequence[Prediction], truths: tp.Sequence[Trut
     return outcomes
 
 
+def _ratio(numerator: tp.Any, denominator: tp.Any, empty: float) -> np.ndarray:
+    """numerator / denominator elementwise, `empty` where the denominator is 0."""
+    numerator, denominator = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
+    return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.), empty)
+
+
 def metrics_from_sums(sums: tp.Mapping[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     """source_f1 (micro), count_acc and order_acc from the sums of `clip_outcomes` over clips.
 
     Works elementwise on arrays of sums (e.g. one per bootstrap resample); a metric without clips
-    (order accuracy without "then" captions) is NaN.
+    (order accuracy without "then" captions) is NaN, source F1 without any source is 1.
     """
-    with np.errstate(invalid='ignore', divide='ignore'):
-        true_positives = np.asarray(sums['true_positives'], dtype=np.float64)
-        denominator = 2 * true_positives + np.asarray(sums['false_positives']) + np.asarray(sums['false_negatives'])
-        source_f1 = np.where(denominator > 0, 2 * true_positives / np.where(denominator > 0, denominator, 1), 1.)
-        num_clips = np.asarray(sums['clips'], dtype=np.float64)
-        count_acc = np.where(num_clips > 0, np.asarray(sums['count_hit']) / np.where(num_clips > 0, num_clips, 1), np.nan)
-        ordered = np.asarray(sums['ordered'], dtype=np.float64)
-        order_acc = np.where(ordered > 0, np.asarray(sums['order_hit']) / np.where(ordered > 0, ordered, 1), np.nan)
-    return {'source_f1': source_f1, 'count_acc': count_acc, 'order_acc': order_acc}
+    true_positives = np.asarray(sums['true_positives'], dtype=np.float64)
+    return {'source_f1': _ratio(2 * true_positives,
+                                2 * true_positives + np.asarray(sums['false_positives']) + np.asarray(sums['false_negatives']),
+                                1.),
+            'count_acc': _ratio(sums['count_hit'], sums['clips'], np.nan),
+            'order_acc': _ratio(sums['order_hit'], sums['ordered'], np.nan)}
 
 
 def _by_count(counts: tp.Dict[str, int]) -> tp.Dict[str, int]:
