@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONWARNINGS ?= ignore::UserWarning
 
-.PHONY: install codec demo test test-stock bench grid-local clean
+.PHONY: install codec judge demo reproduce test test-stock bench grid-local clean
 
 install:  ## build .venv/ (CPU torch, stock AudioCraft 1.3.0 editable, ffmpeg, this package)
 	bash scripts/install.sh
@@ -10,9 +10,16 @@ install:  ## build .venv/ (CPU torch, stock AudioCraft 1.3.0 editable, ffmpeg, t
 codec: install  ## retrain the shipped EnCodec (assets/encodec_synth_8khz) from nothing: two XPs, ~63 min on 2 idle cores, resumes
 	$(PY) -m rr_audiocraft.codec train
 
+judge: install  ## refit the shipped judge (assets/judge_synth) on the default benchmark through the shipped codec (~5 min)
+	$(PY) -m rr_audiocraft.demo --until ceiling --ship-judge
+
 demo: install  ## the embedded default: miniature Table 1, offline (FULL=1: all nine rows; CODEC=train: retrain the codec first)
 	$(if $(filter train,$(CODEC)),$(PY) -m rr_audiocraft.codec train,$(PY) -m rr_audiocraft.codec verify)
 	$(PY) -m rr_audiocraft.demo $(if $(FULL),--full,)
+
+reproduce: install  ## all nine Table 1 rows x 3 seeds on 200 test captions, ~2 h on 2 cores, resumable; writes reproduce_out/ and docs/results.md
+	$(PY) -m rr_audiocraft.codec verify
+	$(PY) -m rr_audiocraft.demo --preset reproduce
 
 test: install  ## the test suite (CPU; CI runs this)
 	$(PY) -m pytest -q tests
@@ -27,4 +34,4 @@ grid-local: install  ## run a Dora grid without Slurm: make grid-local GRID=rr_a
 	$(PY) -m rr_audiocraft.grid_local $(or $(GRID),rr_ablation_tiny)
 
 clean:
-	rm -rf outputs demo_out .pytest_cache
+	rm -rf outputs demo_out reproduce_out .pytest_cache

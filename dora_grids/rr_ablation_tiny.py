@@ -23,8 +23,12 @@ looks at the grid):
 - RR_TINY_FULL: `1` for the nine Table 1 rows.
 - RR_TINY_OVERRIDES: more LM overrides, space-separated `key=value` (e.g. to shrink a run:
   `optim.updates_per_epoch=2 dataset.valid.num_samples=8`).
+- RR_TINY_CACHE: `write` schedules the XPs that write AudioCraft's token cache (`TinyGrid.cache_explorer`);
+  once they are done, `1` schedules the LMs reading their batches from it (`TinyGrid.token_cache`).
 """
 import dataclasses
+import hashlib
+import json
 import os
 import re
 import typing as tp
@@ -80,6 +84,12 @@ class TinyGrid:
         rows: (pooling, CFG ratio, λ) rows (`DEFAULT_ROWS`, or `rr_ablation.TABLE1` for all nine).
         epochs: LM epochs (None: the solver config's).
         overrides: more LM overrides, `key=value`.
+        token_cache: the LMs read their batches (EnCodec tokens and captions) from AudioCraft's token
+            cache (`cache.path`), written once by the XPs of `cache_explorer()`, which must run first:
+            the audio is then encoded once for all XPs, not once per XP. Every XP then sees the same
+            batches in the same order (seeds differ in initialisation and CFG draws only).
+        cache_epochs: epochs of batches in the cache; the LMs cycle over them (`data.token_cache`).
+        cache_shards: cache-writing XPs (each writes every `cache_shards`-th epoch; they can run at once).
     """
     data: tp.Optional[tp.Union[str, Path]] = None
     compression: tp.Optional[str] = None
@@ -87,6 +97,40 @@ class TinyGrid:
     rows: tp.Sequence[Row] = tuple(DEFAULT_ROWS)
     epochs: tp.Optional[int] = None
     overrides: tp.Sequence[str] = ()
+    token_cache: bool = False
+    cache_epochs: int = 4
+    cache_shards: int = 2
+
+    def _lm_base(self, launcher: tp.Any) -> tp.Any:
+        # Unset: the solver config's default, the shipped codec (no override, so no path in the signatures).
+        codec = [f'compression_model_checkpoint={compression_checkpoint(self.compression)}'] if self.compression else []
+        lm = launcher.bind([f'solver={SOLVER}'] + codec + data_overrides(self.data))
+        if self.epochs is not None:
+            lm.bind_({'optim.epochs': int(self.epochs)})
+        lm.bind_(list(self.overrides))
+        return lm
+
+    def cache_path(self) -> Path:
+        """Where the token cache of these settings lives (`cache.path`): under the benchmark, one folder
+        per codec, cached epochs and batch-deciding overrides (`dataset.*`, `optim.updates_per_epoch`)."""
+        batches = sorted(o for o in self.overrides if o.startswith(('dataset.', 'optim.updates_per_epoch=')))
+        key = json.dumps({'compression': self.compression, 'epochs': self.cache_epochs, 'batches': batches})
+        root = Path(self.data).expanduser() if self.data else Path('data/synth')
+        return root.resolve() / 'token_cache' / hashlib.sha1(key.encode()).hexdigest()[:10]
+
+    def explore_cache(self, launcher: tp.Any) -> None:
+        """Schedules the XPs that write the token cache (stock `cache.write`, `cache_shards` shards of
+        the epochs), with the smallest LM: what they train is thrown away, their batches are kept."""
+        lm = self._lm_base(launcher)
+        lm.bind_({'cache.path': str(self.cache_path()), 'cache.write': True, 'optim.epochs': int(self.cache_epochs),
+                  'cache.write_num_shards': int(self.cache_shards), 'rr.weight': 0.,
+                  'transformer_lm.dim': 16, 'transformer_lm.num_heads': 1, 'transformer_lm.num_layers': 1})
+        for shard in range(int(self.cache_shards)):
+            lm({'cache.write_shard': shard})
+
+    def cache_explorer(self) -> RRJudgeExplorer:
+        """The Dora explorer of the cache-writing XPs (run them before `explorer()` when `token_cache`)."""
+        return RRJudgeExplorer(self.explore_cache)
 
     @classmethod
     def from_env(cls, env: tp.Mapping[str, str] = os.environ) -> 'TinyGrid':
@@ -95,16 +139,15 @@ class TinyGrid:
                    seeds=seeds_from(env.get('RR_TINY_SEEDS', '0,1,2')),
                    rows=TABLE1 if env.get('RR_TINY_FULL', '0') not in ('', '0') else DEFAULT_ROWS,
                    epochs=int(env['RR_TINY_EPOCHS']) if env.get('RR_TINY_EPOCHS') else None,
-                   overrides=env.get('RR_TINY_OVERRIDES', '').split())
+                   overrides=env.get('RR_TINY_OVERRIDES', '').split(),
+                   token_cache=env.get('RR_TINY_CACHE', '') in ('1', 'write'))
 
     def explore(self, launcher: tp.Any) -> None:
         """Schedules the grid's XPs on a Dora launcher."""
-        # Unset: the solver config's default, the shipped codec (no override, so no path in the signatures).
-        codec = [f'compression_model_checkpoint={compression_checkpoint(self.compression)}'] if self.compression else []
-        lm = launcher.bind([f'solver={SOLVER}'] + codec + data_overrides(self.data))
-        if self.epochs is not None:
-            lm.bind_({'optim.epochs': int(self.epochs)})
-        lm.bind_(list(self.overrides))
+        lm = self._lm_base(launcher)
+        if self.token_cache:
+            # Batches read back from the cache-writing XPs (stock reads them with num_workers threads).
+            lm.bind_({'cache.path': str(self.cache_path()), 'dataset.num_workers': 1})
         for seed in self.seeds:
             for setting in self.rows:
                 lm({**row(*setting), 'seed': seed})
@@ -117,4 +160,8 @@ class TinyGrid:
 @RRJudgeExplorer
 def explorer(launcher):
     # The CLI shim: `dora grid` gives a grid no arguments, so its settings come from the environment.
-    TinyGrid.from_env().explore(launcher)
+    grid = TinyGrid.from_env()
+    if os.environ.get('RR_TINY_CACHE') == 'write':
+        grid.explore_cache(launcher)  # first the cache writers, as AudioCraft's cached grids do
+    else:
+        grid.explore(launcher)

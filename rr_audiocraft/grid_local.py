@@ -4,7 +4,7 @@
 
 1. registers the grid's XPs exactly as `dora grid NAME --dry_run --init` does (Dora's `run_grid`
    API: the same signatures, XP folders with their argv, nothing submitted);
-2. runs the unfinished ones one after the other, in the grid's order, each as
+2. runs the unfinished ones in the grid's order, one after the other (`--jobs N`: N at once), each as
    `dora -P rr_audiocraft run -f SIG` in a child process (output in `<xp folder>/grid_local.log`);
    an XP is finished when its history holds `optim.epochs` epochs;
 3. prints the grid's explorer table, with the local state of each XP (done / fail / part / todo).
@@ -22,6 +22,7 @@ Examples::
     python -m rr_audiocraft.grid_local rr_ablation 'λ=3'           # patterns filter XPs by name, as dora grid
 """
 import argparse
+import concurrent.futures
 import contextlib
 import fcntl
 import importlib
@@ -29,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import typing as tp
 from pathlib import Path
@@ -132,11 +134,20 @@ def _stop(child: subprocess.Popen) -> None:
             signal.signal(sig, handler)
 
 
-def run_xp(main: tp.Any, sheep: tp.Any, verbose: bool = False) -> int:
-    """`dora -P PACKAGE run -f SIG` in a child process group; returns its exit status."""
+def run_xp(main: tp.Any, sheep: tp.Any, verbose: bool = False, threads: tp.Optional[int] = None,
+           running: tp.Optional[tp.Set[subprocess.Popen]] = None) -> int:
+    """`dora -P PACKAGE run -f SIG` in a child process group; returns its exit status.
+
+    Args:
+        threads (int, optional): torch threads of the XP (`num_threads`, which Dora leaves out of the
+            signature, so the XP is the same one whatever it is run with); None: the XP's own setting.
+        running (set, optional): the child is in it while it runs (for the runner to stop it).
+    """
     folder = sheep.xp.folder
     (folder / FAILED_MARK).unlink(missing_ok=True)
     cmd = [sys.executable, '-m', 'dora', '-P', main.package, 'run', '-f', sheep.xp.sig]
+    if threads is not None:
+        cmd.append(f'num_threads={int(threads)}')
     with open(folder / LOG_NAME, 'a') as log:
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
         log.flush()
@@ -146,11 +157,16 @@ def run_xp(main: tp.Any, sheep: tp.Any, verbose: bool = False) -> int:
             # Its own session: a terminal's Ctrl-C reaches the runner only, which stops the whole group.
             child = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT if output else None,
                                      start_new_session=True)
+            if running is not None:
+                running.add(child)
             returncode = child.wait()
         except BaseException:
             if child is not None:
                 _stop(child)
             raise
+        finally:
+            if running is not None and child is not None:
+                running.discard(child)
     if returncode != 0:
         (folder / FAILED_MARK).write_text(f"{returncode}\n")
     return returncode
@@ -179,7 +195,7 @@ def grid_lock(main: tp.Any, name: str) -> tp.Iterator[None]:
 
 
 def run_grid_locally(name: str, patterns: tp.Sequence[str] = (), show_only: bool = False,
-                     verbose: bool = False, stop_on_failure: bool = False) -> int:
+                     verbose: bool = False, stop_on_failure: bool = False, jobs: int = 1) -> int:
     """Register grid `name`, run its unfinished XPs one by one, print the table; returns an exit status.
 
     Args:
@@ -188,18 +204,72 @@ def run_grid_locally(name: str, patterns: tp.Sequence[str] = (), show_only: bool
         show_only (bool): register and print the table, run nothing.
         verbose (bool): stream the XPs' output instead of writing it to their grid_local.log.
         stop_on_failure (bool): stop at the first failed XP instead of going on with the next.
+        jobs (int): XPs run at once, each with cpu_count // jobs torch threads.
     Returns:
         int: 0 when every XP is finished, 1 when some failed (the table is printed either way).
     """
     from .train import main
-    status, _ = run_explorer(load_explorer(main, name), name, patterns, show_only, verbose, stop_on_failure)
+    status, _ = run_explorer(load_explorer(main, name), name, patterns, show_only, verbose, stop_on_failure, jobs)
     return status
 
 
+def _run_todo(main: tp.Any, todo: tp.Sequence[tp.Any], jobs: int, verbose: bool, stop_on_failure: bool
+              ) -> tp.List[str]:
+    """Run the XPs of `todo`, `jobs` at a time (in order); returns the signatures of those that failed."""
+    failed: tp.List[str] = []
+    running: tp.Set[subprocess.Popen] = set()
+    stopping = threading.Event()
+    # With several XPs at once each gets a share of the cores (one thread each on 2 cores: two one-thread
+    # XPs train faster together than one two-thread XP after the other, see README).
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+    def one(position: int, sheep: tp.Any) -> None:
+        if stopping.is_set():
+            return
+        sig, folder = sheep.xp.sig, sheep.xp.folder
+        done, total = epochs_done(main, sheep), sheep.xp.cfg.optim.epochs
+        resume = f", resuming after epoch {done}" if done else ''
+        print(f"grid_local: [{position}/{len(todo)}] running {sig} ({main.get_name(sheep.xp)}{resume}; "
+              f"log: {folder / LOG_NAME})", flush=True)
+        start = time.time()
+        returncode = run_xp(main, sheep, verbose=verbose, threads=threads, running=running)
+        elapsed = time.time() - start
+        if returncode == 0 and epochs_done(main, sheep) >= total:
+            print(f"grid_local: [{position}/{len(todo)}] {sig} done in {elapsed:.0f} s", flush=True)
+            return
+        failed.append(sig)
+        print(f"grid_local: [{position}/{len(todo)}] {sig} FAILED (exit {returncode}, "
+              f"{epochs_done(main, sheep)}/{total} epochs) after {elapsed:.0f} s; last lines of "
+              f"{folder / LOG_NAME}:\n{_tail(folder / LOG_NAME)}", flush=True)
+        if stop_on_failure:
+            stopping.set()
+
+    if jobs <= 1:
+        for position, sheep in enumerate(todo, 1):
+            one(position, sheep)
+        return failed
+    pool = concurrent.futures.ThreadPoolExecutor(jobs)
+    try:
+        futures = [pool.submit(one, position, sheep) for position, sheep in enumerate(todo, 1)]
+        for future in concurrent.futures.as_completed(futures):
+            future.result()
+    except BaseException:
+        # Ctrl-C / SIGTERM reach this (main) thread: nothing new starts, the running XPs are stopped.
+        stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in list(running):
+            _stop(child)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    return failed
+
+
 def run_explorer(explorer: tp.Any, name: str, patterns: tp.Sequence[str] = (), show_only: bool = False,
-                 verbose: bool = False, stop_on_failure: bool = False) -> tp.Tuple[int, tp.List[tp.Any]]:
+                 verbose: bool = False, stop_on_failure: bool = False, jobs: int = 1
+                 ) -> tp.Tuple[int, tp.List[tp.Any]]:
     """`run_grid_locally` for an explorer built in code (e.g. `dora_grids.rr_ablation_tiny.TinyGrid(...).explorer()`),
-    registered under grid name `name`.
+    registered under grid name `name`; `jobs` XPs run at once.
 
     Returns:
         tuple: the exit status (0: every XP finished, 1: some failed) and the grid's Dora sheeps in grid
@@ -216,24 +286,7 @@ def run_explorer(explorer: tp.Any, name: str, patterns: tp.Sequence[str] = (), s
             todo = [sheep for sheep in sheeps if xp_state(main, sheep) != 'done']
             print(f"grid_local: {name}: {len(sheeps)} XPs, {len(sheeps) - len(todo)} finished, "
                   f"{len(todo)} to run (XPs in {main.dora.dir / 'xps'})", flush=True)
-            for position, sheep in enumerate(todo, 1):
-                sig, folder = sheep.xp.sig, sheep.xp.folder
-                done, total = epochs_done(main, sheep), sheep.xp.cfg.optim.epochs
-                resume = f", resuming after epoch {done}" if done else ''
-                print(f"grid_local: [{position}/{len(todo)}] running {sig} ({main.get_name(sheep.xp)}{resume}; "
-                      f"log: {folder / LOG_NAME})", flush=True)
-                start = time.time()
-                returncode = run_xp(main, sheep, verbose=verbose)
-                elapsed = time.time() - start
-                if returncode == 0 and epochs_done(main, sheep) >= total:
-                    print(f"grid_local: [{position}/{len(todo)}] {sig} done in {elapsed:.0f} s", flush=True)
-                    continue
-                failed.append(sig)
-                print(f"grid_local: [{position}/{len(todo)}] {sig} FAILED (exit {returncode}, "
-                      f"{epochs_done(main, sheep)}/{total} epochs) after {elapsed:.0f} s; last lines of "
-                      f"{folder / LOG_NAME}:\n{_tail(folder / LOG_NAME)}", flush=True)
-                if stop_on_failure:
-                    break
+            failed = _run_todo(main, todo, jobs, verbose, stop_on_failure)
     print(format_table(main, explorer, sheeps, colors=sys.stdout.isatty()), flush=True)
     if failed:
         print(f"grid_local: {len(failed)} XP(s) failed: {' '.join(failed)}; rerun to retry them")
@@ -253,12 +306,14 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     parser.add_argument('--show', action='store_true', help="register the XPs and print the table; run nothing")
     parser.add_argument('-v', '--verbose', action='store_true', help="stream the XPs' output here")
     parser.add_argument('-x', '--stop_on_failure', action='store_true', help="stop at the first failed XP")
+    parser.add_argument('-j', '--jobs', type=int, default=1,
+                        help="XPs run at once, each with cpu_count // jobs torch threads (default 1)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         return run_grid_locally(args.grid, args.patterns, show_only=args.show, verbose=args.verbose,
-                                stop_on_failure=args.stop_on_failure)
+                                stop_on_failure=args.stop_on_failure, jobs=args.jobs)
     except Interrupted as exc:
         print(f"\ngrid_local: {exc} received: stopped; rerun the same command to continue", flush=True)
         return 128 + exc.signum

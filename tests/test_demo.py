@@ -56,9 +56,21 @@ def test_until_ceiling_writes_the_scale_of_a_fresh_benchmark(tmp_path):
         assert (out / 'xps' / run['sig'] / 'judge.json').is_file()
         assert all('judge' not in epoch for epoch in json.loads((xp_dir(run['sig']) / 'history.json').read_text()))
     assert (out / 'study' / 'study.json').is_file() and (out / 'comparison.png').is_file()
+    assert (out / 'curves.png').is_file() and (out / 'spectrograms.png').is_file()
+    # The LMs read their batches from the token cache its two writers made; every row logs valid rr.
+    assert 'rr_ablation_tiny_cache: 2 XPs' in full.stdout
+    for run in results['runs']:
+        assert run['metrics']['valid_rr'] >= 0 and -1 <= run['metrics']['valid_rr_corr'] <= 1
+        assert any((xp_dir(run['sig']) / 'tensorboard').rglob('events.out.tfevents.*'))
+    for row in results['rows']:
+        assert set(row['valid_rr']) == {'mean', 'ci95'}
+    # The unconditional floor: the first λ=0 LM given no caption, scored against the real captions.
+    assert results['unconditional']['sig'] == results['runs'][0]['sig']
+    assert 0 <= results['unconditional']['source_f1'] <= 1 and 'given empty captions' in full.stdout
+    assert sorted(p.stem for p in (out / 'samples' / 'unconditional').glob('*.wav')) == references
     # A rerun trains and generates nothing again.
     rerun = run_demo('--data', str(data), '--out', str(out), '--data-seed', '7', '--clips', '150', *shrink, timeout=900)
-    assert rerun.returncode == 0 and rerun.stdout.count(': cached') == 4, rerun.stdout[-3000:]
+    assert rerun.returncode == 0 and rerun.stdout.count(': cached') == 5, rerun.stdout[-3000:]
     assert json.loads((out / 'results.json').read_text())['rows'] == results['rows']
 
 
@@ -112,3 +124,24 @@ def test_results_layout_rows_and_paired_comparisons_with_the_baseline():
     assert 'Δ count acc' in table and 'ceiling' in table and 'floor' in table
     with pytest.raises(ValueError, match='paired comparisons need the same seeds'):
         summarise(runs[:-1])
+
+
+def test_the_shipped_judge_is_the_one_the_default_benchmark_and_codec_need(tmp_path):
+    """assets/judge_synth was fitted on what the demo asks for today (benchmark version, judge version and
+    settings, codec sha256): a change to any of them fails here until `make judge` refits it. A corrupted
+    copy is refused with the command that fixes it."""
+    import shutil
+    from rr_audiocraft.codec import AssetError, asset_dir
+    from rr_audiocraft.data.synth import benchmark_stamp
+    from rr_audiocraft.demo import JUDGE_ASSET, JUDGE_FILE, judge_wanted, shipped_judge
+    codec_sha = json.loads((asset_dir() / 'asset.json').read_text())['sha256']
+    wanted = judge_wanted(benchmark_stamp(num_clips=600, seed=0), codec_sha)
+    judge = shipped_judge(wanted)
+    assert judge is not None, "assets/judge_synth is stale: run `make judge`"
+    assert judge.fitted_on == json.loads(json.dumps(wanted))
+    assert shipped_judge(judge_wanted(benchmark_stamp(num_clips=150, seed=7), codec_sha)) is None  # not ours: fit
+    copy = tmp_path / 'judge_synth'
+    shutil.copytree(JUDGE_ASSET, copy)
+    (copy / JUDGE_FILE).write_bytes((copy / JUDGE_FILE).read_bytes()[:-10] + b'0' * 10)
+    with pytest.raises(AssetError, match='is missing or corrupted.*make judge'):
+        shipped_judge(wanted, folder=copy)

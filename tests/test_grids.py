@@ -138,6 +138,33 @@ def test_tiny_grid_from_arguments_is_the_grid_the_environment_describes(tiny_env
         sheep.xp.sig for sheep in from_env if setting(sheep.xp.cfg) in TABLE1[:2]]
 
 
+def test_tiny_grid_token_cache_writers_and_readers_share_one_cache(tiny_env, tiny_data):
+    """With `token_cache`, the LMs read `cache.path` (with a loader thread); the cache explorer schedules
+    its shard writers (stock `cache.write`) on the smallest LM and as many cached epochs as asked. The
+    cache folder follows what decides the batches, not the LM or RR settings."""
+    from dora_grids.rr_ablation_tiny import TinyGrid
+    from rr_audiocraft.grid_local import register
+    from rr_audiocraft.train import main
+    grid = TinyGrid(data=tiny_data, seeds=[0, 1], epochs=5, overrides=['optim.updates_per_epoch=3'],
+                    token_cache=True, cache_epochs=2, cache_shards=2)
+    readers = register(main, grid.explorer(), 'rr_ablation_tiny')
+    writers = register(main, grid.cache_explorer(), 'rr_ablation_tiny_cache')
+    path = str(grid.cache_path())
+    assert path.startswith(str(Path(tiny_data).resolve() / 'token_cache'))
+    for sheep in readers:
+        cfg = sheep.xp.cfg
+        assert (cfg.cache.path, cfg.cache.write, cfg.dataset.num_workers, cfg.optim.epochs) == (path, False, 1, 5)
+    assert [(s.xp.cfg.cache.write_shard, s.xp.cfg.cache.write_num_shards) for s in writers] == [(0, 2), (1, 2)]
+    for sheep in writers:
+        cfg = sheep.xp.cfg
+        assert (cfg.cache.path, cfg.cache.write, cfg.optim.epochs, cfg.optim.updates_per_epoch) == (path, True, 2, 3)
+        assert (cfg.transformer_lm.dim, cfg.transformer_lm.num_layers, cfg.rr.weight) == (16, 1, 0.)
+    bigger_lm = TinyGrid(data=tiny_data, overrides=['optim.updates_per_epoch=3', 'transformer_lm.dim=128'],
+                         token_cache=True, cache_epochs=2)
+    other_batches = TinyGrid(data=tiny_data, overrides=['optim.updates_per_epoch=4'], token_cache=True, cache_epochs=2)
+    assert bigger_lm.cache_path() == grid.cache_path() != other_batches.cache_path()
+
+
 def test_explorer_tables_show_settings_losses_and_evaluation_metrics(tiny_env):
     """Histories written as the solvers write them: the tiny explorer shows judge metrics from any
     stage, the recipe explorer AudioCraft's FAD / KL / CLAP from the evaluate stage."""

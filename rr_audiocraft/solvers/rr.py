@@ -24,6 +24,9 @@ them, with one `RRStep` (solvers/step.py) that `run_step` creates before the sto
 `run_step` then puts `ce`/`ppl` back to the pure cross-entropy and adds the RR metrics, the same keys
 on every step (`RRStep.logged`). With λ = 0 nothing is added to the loss and L_rr is only measured
 (no grad), so training is exactly the stock one.
+
+The valid stage also logs `rr` and `rr_corr` for every λ (0 included): L_rr and the correlation of the
+text and audio similarities with the captions nulled, i.e. on the states RR acts on (`_valid_rr`).
 """
 import contextlib
 import math
@@ -34,11 +37,13 @@ import omegaconf
 import torch
 
 import audiocraft.models.builders as stock_model_builders
+from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout
 from audiocraft.solvers.audiogen import AudioGenSolver
 from audiocraft.solvers.musicgen import MusicGenSolver
 
 from ..codec import verify_compression_reference
 from ..data.mixing import MarkRecurringCaptions, caption_recurs
+from ..data.token_cache import CacheableInfos, InfoBatchLoader, allow_cached_infos
 from ..data.validate import validate_datasets
 from ..evaluation import check_evaluation_assets
 from ..models.builders import get_rr_lm_model
@@ -101,15 +106,24 @@ def check_finite_rr_inputs(text: torch.Tensor, audio: torch.Tensor, across_ranks
 class RRSolverMixin:
     """RR on top of a stock MusicGen-family solver; see the module docstring for the hook order."""
     _rr_step: tp.Optional[RRStep] = None
+    _valid_tokens: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None  # tokens, padding mask [B, K, T]
 
     def __init__(self, cfg: omegaconf.DictConfig):
         # Validate before the stock constructor builds models and loads data.
         validate_rr_config(cfg, flashy.distrib.world_size())
+        if cfg.cache.path and not cfg.cache.write:
+            if cfg.dataset.num_workers < 1:  # stock reads cached batches with that many threads: 0 fails mid-epoch
+                raise ConfigError([f"cache.path={cfg.cache.path} reads the token cache with dataset.num_workers "
+                                   f"threads, but dataset.num_workers={cfg.dataset.num_workers}; set it to 1 or more"])
+            allow_cached_infos()
         # A shipped artefact (assets/) is checked against its recorded sha256 before anything loads it.
         verify_compression_reference(cfg.compression_model_checkpoint)
         validate_datasets(cfg, self.DATASET_TYPE)  # type: ignore  # manifests + sidecars: one error naming files
         check_evaluation_assets(cfg)  # FAD/KL/CLAP weight files of enabled metrics, before any training step
         super().__init__(cfg)  # type: ignore
+        if self._cached_batch_loader is not None:  # type: ignore
+            loader = self._cached_batch_loader = InfoBatchLoader.of(self._cached_batch_loader)  # type: ignore
+            self.dataloaders['train'] = loader  # type: ignore
 
     def build_dataloaders(self) -> None:
         super().build_dataloaders()  # type: ignore
@@ -133,6 +147,8 @@ class RRSolverMixin:
         if loader is not None and not reads_cached_batches and getattr(loader.dataset, 'aug_p', 0) > 0:
             # AudioGen mixing: mark which captions can recur, for the caption cache.
             loader.collate_fn = MarkRecurringCaptions(loader.collate_fn)
+        if loader is not None and cfg.cache.path and cfg.cache.write:
+            loader.collate_fn = CacheableInfos(loader.collate_fn)  # AudioGen's infos as the stock writer wants them
 
     def build_model(self) -> None:
         def mismatch() -> tp.Optional[str]:
@@ -178,7 +194,10 @@ class RRSolverMixin:
     def _prepare_tokens_and_attributes(self, batch, check_synchronization_points: bool = False):
         step = self._rr_step
         if step is None:  # not a training step
-            return super()._prepare_tokens_and_attributes(batch, check_synchronization_points)  # type: ignore
+            out = super()._prepare_tokens_and_attributes(batch, check_synchronization_points)  # type: ignore
+            if self.current_stage == 'valid':  # type: ignore
+                self._valid_tokens = (out[1], out[2])  # the valid step's tokens, for `_valid_rr`
+            return out
         lm, rr = self.rr_lm, self.cfg.rr  # type: ignore
         conditioner = lm.condition_provider.conditioners[rr.condition]
         frozen = isinstance(conditioner, FrozenTextEncoder)
@@ -195,16 +214,48 @@ class RRSolverMixin:
         _, audio_tokens, padding_mask = out
         captions = [attr.text.get(rr.condition) for attr in lm.cfg_dropout.last_original]
         # Empty captions (all-False mask) have no meaning to compare: `keep` leaves them out of the pairs.
-        if frozen:
-            step.text, step.keep, hits = conditioner.pooled_text(captions, recurs)
-            if hits is not None:
-                step.cached, step.looked_up = hits, len(captions)
-        else:
-            embeddings, mask = text_representation(conditioner, captions)
-            step.text, step.keep = masked_pool(embeddings, mask, rr.pooling), mask.any(dim=1)
+        step.text, step.keep, hits = self._pooled_text(captions, recurs)
+        if hits is not None:
+            step.cached, step.looked_up = hits, len(captions)
         frame_rate = self.compression_model.frame_rate  # type: ignore
         step.token_valid = padding_mask & real_token_mask(infos, frame_rate, audio_tokens.shape, audio_tokens.device)
         return out
+
+    def _pooled_text(self, captions: tp.List[tp.Optional[str]], recurs: tp.Optional[tp.Sequence[bool]]
+                     ) -> tp.Tuple[torch.Tensor, torch.Tensor, tp.Optional[int]]:
+        """T [B, Dt] of eq. 3, keep [B] (False for empty captions), captions found in the caption cache."""
+        rr = self.cfg.rr  # type: ignore
+        conditioner = self.rr_lm.condition_provider.conditioners[rr.condition]
+        if isinstance(conditioner, FrozenTextEncoder):
+            return conditioner.pooled_text(captions, recurs)
+        embeddings, mask = text_representation(conditioner, captions)
+        return masked_pool(embeddings, mask, rr.pooling), mask.any(dim=1), None
+
+    def _valid_rr(self, batch) -> tp.Dict[str, tp.Any]:
+        """L_rr and the similarity correlation on a valid batch, where RR acts: A from the LM with the
+        captions nulled (as on a CFG-dropped training step), T from the original captions. Measured for
+        every λ, 0 included, so rows can be compared on the structure RR changes (no grad, no training).
+        """
+        step = RRStep()
+        audio_tokens, padding_mask = self._valid_tokens
+        lm, rr = self.rr_lm, self.cfg.rr  # type: ignore
+        infos = batch[-1]
+        attributes = [info.to_condition_attributes() for info in infos]
+        captions = [attr.text.get(rr.condition) for attr in attributes]
+        nulled = ClassifierFreeGuidanceDropout(p=1.0)(attributes)  # a fresh module is in training mode: drops all
+        with torch.no_grad(), lm.last_hidden_states() as hidden:
+            conditions = lm.condition_provider(lm.condition_provider.tokenize(nulled))
+            lm.compute_predictions(audio_tokens, [], conditions)
+            text, keep, _ = self._pooled_text(captions, caption_recurs(infos))
+            token_valid = padding_mask & real_token_mask(infos, self.compression_model.frame_rate,  # type: ignore
+                                                         audio_tokens.shape, audio_tokens.device)
+            valid = lm.hidden_state_mask(token_valid)
+            audio = masked_pool(hidden[-1][:, -valid.shape[1]:], valid, rr.pooling)
+            text, audio = text[keep], audio[keep]
+            if text.shape[0] >= 2:
+                step.loss_rr, step.corr = rr_loss(text, audio), similarity_correlation(text, audio)
+        logged = step.logged()
+        return {key: logged[key] for key in ('rr_steps', 'rr', 'rr_corr_steps', 'rr_corr')}
 
     def _compute_cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
         ce, ce_per_codebook = super()._compute_cross_entropy(logits, targets, mask)  # type: ignore
@@ -236,7 +287,10 @@ class RRSolverMixin:
 
     def run_step(self, idx: int, batch, metrics: dict) -> dict:
         if not self.is_training:  # type: ignore
-            return super().run_step(idx, batch, metrics)  # type: ignore
+            metrics = super().run_step(idx, batch, metrics)  # type: ignore
+            if self.current_stage == 'valid':  # type: ignore
+                metrics.update(self._valid_rr(batch))
+            return metrics
         step = self._rr_step = RRStep()
         try:
             with self.rr_lm.last_hidden_states(when=lambda: step.acts) as hidden:
@@ -254,6 +308,10 @@ class RRSolverMixin:
     def train(self):
         """Stock train stage; the RR metrics' epoch sums and counts become ratios (solvers/step.py)."""
         return finish_epoch_metrics(super().train())  # type: ignore
+
+    def valid(self):
+        """Stock valid stage plus `rr`/`rr_corr` with the captions nulled (`_valid_rr`), as ratios."""
+        return finish_epoch_metrics(super().valid())  # type: ignore
 
 
 class RRMusicGenSolver(RRSolverMixin, MusicGenSolver):
