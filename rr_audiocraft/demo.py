@@ -538,10 +538,10 @@ def results_markdown(table: str, results: tp.Dict[str, tp.Any], command: str, pl
 LM_COMMON = ['dataset.batch_size=16', 'optim.updates_per_epoch=30', 'dataset.train.num_samples=480', 'optim.lr=2e-3',
              'dataset.generate.num_samples=1', 'dataset.generate.batch_size=1', 'generate.lm.gen_duration=1']
 PRESETS: tp.Dict[str, tp.Dict[str, tp.Any]] = {
-    # 4 LMs (λ = 0 and 3, 2 seeds) of 240 steps each, dim 64 x 2 layers: ~10 min on 2 cores
-    'demo': {'full': False, 'clips': 600, 'seeds': '0,1', 'out': DEFAULT_OUT,
+    # 6 LMs (λ = 0 and 3, 3 seeds) of 240 steps each, dim 64 x 2 layers: ~8 min on 2 cores
+    'demo': {'full': False, 'clips': 600, 'seeds': '0,1,2', 'out': DEFAULT_OUT,
              'lm': ['optim.epochs=8'] + LM_COMMON},
-    # 27 LMs (nine rows, 3 seeds) of REPRODUCE_EPOCHS x 30 steps, 200 test captions: ~2 h on 2 cores
+    # 27 LMs (nine rows, 3 seeds) of 480 steps each, dim 64 x 2 layers, 200 test captions: ~1.5 h on 2 cores
     'reproduce': {'full': True, 'clips': 2000, 'seeds': '0,1,2', 'out': REPO_ROOT / 'reproduce_out',
                   'results_md': REPO_ROOT / 'docs' / 'results.md',
                   'lm': ['optim.epochs=16'] + LM_COMMON},
@@ -559,8 +559,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     from .codec import AssetError, asset_dir
     parser = argparse.ArgumentParser(prog='python -m rr_audiocraft.demo', description=__doc__.split('\n')[0])
     parser.add_argument('--preset', choices=sorted(PRESETS), default='demo',
-                        help="demo: λ=0 vs λ=3, 2 seeds, 600 clips, ~10 min (make demo); reproduce: the nine Table 1 "
-                             "rows, 3 seeds, 2000 clips (200 test captions), ~2 h (make reproduce). The options below "
+                        help="demo: λ=0 vs λ=3, 3 seeds, 600 clips, ~8 min (make demo); reproduce: the nine Table 1 "
+                             "rows, 3 seeds, 2000 clips (200 test captions), ~1.5 h (make reproduce). The options below "
                              "override the preset's values")
     parser.add_argument('--full', action='store_true', default=None, help="all nine Table 1 rows instead of λ=0 vs λ=3")
     parser.add_argument('--data', type=Path, default=None,
