@@ -216,11 +216,13 @@ def run_grid_locally(name: str, patterns: tp.Sequence[str] = (), show_only: bool
 def _run_todo(main: tp.Any, todo: tp.Sequence[tp.Any], jobs: int, verbose: bool, stop_on_failure: bool
               ) -> tp.List[str]:
     """Run the XPs of `todo`, `jobs` at a time (in order); returns the signatures of those that failed."""
+    if jobs < 1:
+        raise ValueError(f"grid_local: jobs={jobs}; run at least 1 XP at a time")
     failed: tp.List[str] = []
     running: tp.Set[subprocess.Popen] = set()
     stopping = threading.Event()
-    # With several XPs at once each gets a share of the cores (one thread each on 2 cores: two one-thread
-    # XPs train faster together than one two-thread XP after the other, see README).
+    # With several XPs at once each gets a share of the cores: a second torch thread buys ~1.3x on this
+    # kind of machine, a second one-thread XP nearly 2x (docs/recipes.md).
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
     def one(position: int, sheep: tp.Any) -> None:

@@ -16,7 +16,7 @@ from conftest import REPO_ROOT, run_dora, xp_dir
 
 ANSI = re.compile(r'\x1b\[[0-9;]*m')
 GRID_LOCAL = [sys.executable, '-m', 'rr_audiocraft.grid_local']
-TINY_ENV = ('RR_TINY_DATA', 'RR_TINY_COMPRESSION', 'RR_TINY_SEEDS', 'RR_TINY_EPOCHS', 'RR_TINY_FULL',
+TINY_ENV = ('RR_TINY_DATA', 'RR_TINY_COMPRESSION', 'RR_TINY_SEEDS', 'RR_TINY_EPOCHS', 'RR_TINY_FULL', 'RR_TINY_CACHE',
             'RR_TINY_OVERRIDES')
 # A tiny grid XP shrunk to seconds: 2 updates, one valid/evaluate batch, one short generation.
 SHRINK = ('optim.updates_per_epoch=2 dataset.valid.num_samples=8 dataset.evaluate.num_samples=8 '

@@ -224,9 +224,12 @@ def test_batch_of_one_is_fine_without_rr(base_overrides):
 def test_batches_read_back_from_the_cache_are_not_held_to_the_loader_length(base_overrides, tmp_path):
     # Stock sizes the loader of cached batches (cache.path, cache.write=false) to updates_per_epoch itself:
     # the check of the train loader's length must not stop such a run.
+    # (Stock reads them with dataset.num_workers threads: at least 1, see test_token_cache.py.)
+    from rr_audiocraft.data.token_cache import InfoBatchLoader
     solver = build_solver(base_overrides + ['optim.updates_per_epoch=50', f'cache.path={tmp_path}',
-                                            'cache.write=false'])
+                                            'cache.write=false', 'dataset.num_workers=1'])
     assert solver.dataloaders['train'] is solver._cached_batch_loader
+    assert isinstance(solver._cached_batch_loader, InfoBatchLoader)  # the reader that returns info batches
     assert len(solver.dataloaders['original_train']) == 10 < 50
 
 
