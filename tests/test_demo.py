@@ -145,3 +145,16 @@ def test_the_shipped_judge_is_the_one_the_default_benchmark_and_codec_need(tmp_p
     (copy / JUDGE_FILE).write_bytes((copy / JUDGE_FILE).read_bytes()[:-10] + b'0' * 10)
     with pytest.raises(AssetError, match='is missing or corrupted.*make judge'):
         shipped_judge(wanted, folder=copy)
+
+
+def test_presets_ask_for_what_the_two_commands_promise():
+    """`make demo`: λ=0 vs λ=3 over 3 seeds on the default benchmark; `make reproduce`: the nine Table 1
+    rows over at least 3 seeds and at least 200 test captions (10 % of the clips), written to docs/results.md;
+    each benchmark size gets its own folder (its judge is fitted on it)."""
+    from rr_audiocraft.demo import DEFAULT_DATA, PRESETS, default_data
+    demo, reproduce = PRESETS['demo'], PRESETS['reproduce']
+    assert not demo['full'] and len(demo['seeds'].split(',')) == 3 and demo['clips'] == 600
+    assert reproduce['full'] and len(reproduce['seeds'].split(',')) >= 3 and reproduce['clips'] // 10 >= 200
+    assert reproduce['results_md'] == REPO_ROOT / 'docs' / 'results.md'
+    assert default_data(0, 600) == DEFAULT_DATA
+    assert default_data(0, 2000).name == 'synth-seed0-2000clips' and default_data(3, 600).name == 'synth-seed3'
