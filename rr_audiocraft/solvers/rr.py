@@ -217,9 +217,20 @@ class RRSolverMixin:
         step.text, step.keep, hits = self._pooled_text(captions, recurs)
         if hits is not None:
             step.cached, step.looked_up = hits, len(captions)
-        frame_rate = self.compression_model.frame_rate  # type: ignore
-        step.token_valid = padding_mask & real_token_mask(infos, frame_rate, audio_tokens.shape, audio_tokens.device)
+        step.token_valid = self._token_valid(infos, audio_tokens, padding_mask)
         return out
+
+    def _token_valid(self, infos: tp.Sequence[tp.Any], audio_tokens: torch.Tensor, padding_mask: torch.Tensor
+                     ) -> torch.Tensor:
+        """[B, K, T] bool: tokens of real audio (the stock padding mask and each clip's real frames)."""
+        frame_rate = self.compression_model.frame_rate  # type: ignore
+        return padding_mask & real_token_mask(infos, frame_rate, audio_tokens.shape, audio_tokens.device)
+
+    def _pooled_audio(self, hidden: torch.Tensor, token_valid: torch.Tensor) -> torch.Tensor:
+        """A [B, D] of eq. 4: the last hidden states [B, S', D] pooled over those that predict a real token."""
+        valid = self.rr_lm.hidden_state_mask(token_valid)  # [B, S]
+        states = hidden[:, -valid.shape[1]:]  # drop a 'prepend' fuser's condition prefix, if any
+        return masked_pool(states, valid, self.cfg.rr.pooling)  # type: ignore
 
     def _pooled_text(self, captions: tp.List[tp.Optional[str]], recurs: tp.Optional[tp.Sequence[bool]]
                      ) -> tp.Tuple[torch.Tensor, torch.Tensor, tp.Optional[int]]:
@@ -247,10 +258,7 @@ class RRSolverMixin:
             conditions = lm.condition_provider(lm.condition_provider.tokenize(nulled))
             lm.compute_predictions(audio_tokens, [], conditions)
             text, keep, _ = self._pooled_text(captions, caption_recurs(infos))
-            token_valid = padding_mask & real_token_mask(infos, self.compression_model.frame_rate,  # type: ignore
-                                                         audio_tokens.shape, audio_tokens.device)
-            valid = lm.hidden_state_mask(token_valid)
-            audio = masked_pool(hidden[-1][:, -valid.shape[1]:], valid, rr.pooling)
+            audio = self._pooled_audio(hidden[-1], self._token_valid(infos, audio_tokens, padding_mask))
             text, audio = text[keep], audio[keep]
             if text.shape[0] >= 2:
                 step.loss_rr, step.corr = rr_loss(text, audio), similarity_correlation(text, audio)
@@ -262,15 +270,13 @@ class RRSolverMixin:
         step = self._rr_step
         if step is None or not step.acts:
             return ce, ce_per_codebook
-        lm, rr = self.rr_lm, self.cfg.rr  # type: ignore
+        rr = self.cfg.rr  # type: ignore
         assert step.hidden and step.token_valid is not None, "RRLMModel did not capture hidden states"
-        valid = lm.hidden_state_mask(step.token_valid)  # [B, S]
-        states = step.hidden[-1][:, -valid.shape[1]:]  # drop a 'prepend' fuser's condition prefix, if any
-        step.hidden = []
+        states, step.hidden = step.hidden[-1], []
         text, keep = step.text, step.keep
         assert text is not None and keep is not None
         with torch.set_grad_enabled(torch.is_grad_enabled() and rr.weight > 0):
-            audio = masked_pool(states, valid, rr.pooling)
+            audio = self._pooled_audio(states, step.token_valid)
             if rr.gather:
                 text, audio = gather_with_grad(text), gather_with_grad(audio)
                 keep = gather_with_grad(keep.float()).bool()
