@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONWARNINGS ?= ignore::UserWarning
 
-.PHONY: install codec judge demo reproduce test test-stock bench grid-local clean
+.PHONY: install codec judge demo reproduce test test-stock test-cluster slurm-up slurm-down bench grid-local clean
 
 install:  ## build .venv/ (CPU torch, stock AudioCraft 1.3.0 editable, ffmpeg, this package)
 	bash scripts/install.sh
@@ -23,6 +23,15 @@ reproduce: install  ## all nine Table 1 rows x 3 seeds on 200 test captions, ~2 
 
 test: install  ## the test suite (CPU; CI runs this)
 	$(PY) -m pytest -q tests
+
+slurm-up:  ## start a one-node Slurm with accounting on this machine (Debian packages, no systemd); idempotent
+	bash scripts/slurm_up.sh
+
+slurm-down:  ## stop it: cancel jobs, stop every Slurm, MariaDB and munge daemon
+	bash scripts/slurm_down.sh
+
+test-cluster: install slurm-up  ## `dora grid rr_ablation_tiny` on that Slurm, 2 ranks per XP; cancel + resume; rr.gather over Slurm tasks
+	$(PY) -m pytest -q tests_cluster
 
 test-stock: install  ## AudioCraft's own unit tests (from its sdist) against this install
 	bash scripts/test_stock.sh

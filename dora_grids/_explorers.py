@@ -11,6 +11,7 @@ import typing as tp
 import treetable as tt
 
 from audiocraft.grids._base_explorers import BaseExplorer
+from rr_audiocraft.slurm import install_submission_check
 
 RR_SOLVERS = ('rr_audiogen', 'rr_musicgen')
 
@@ -40,6 +41,12 @@ class RRExplorer(BaseExplorer):
         ('fad', 'FAD', '.3f'), ('kld', 'KL', '.3f'), ('text_consistency', 'CLAP', '.3f'))
     show_seed: bool = False
 
+    def __call__(self, launcher: tp.Any) -> None:
+        # Before Dora queues anything on Slurm: Slurm reachable, partitions known, every XP's ranks able to
+        # start (rr_audiocraft.slurm). Dry runs and grid_local never submit, so they are not checked.
+        install_submission_check(launcher._shepherd)
+        super().__call__(launcher)
+
     def stages(self) -> tp.List[str]:
         return ['train', 'valid', 'evaluate']
 
@@ -51,7 +58,8 @@ class RRExplorer(BaseExplorer):
         return [
             tt.group('rr', setting, align='>'),
             tt.group('train', [tt.leaf('epoch'), tt.leaf('ce', '.4f'), tt.leaf('rr', '.4f')], align='>'),
-            tt.group('valid', [tt.leaf('ce', '.4f')], align='>'),
+            # valid rr: L_rr with captions nulled, measured for every row (λ = 0 too), unlike train rr.
+            tt.group('valid', [tt.leaf('ce', '.4f'), tt.leaf('rr', '.4f')], align='>'),
             tt.group('eval', [tt.leaf(name, fmt) for _, name, fmt in self.eval_metrics], align='>'),
         ]
 

@@ -23,6 +23,9 @@ looks at the grid):
 - RR_TINY_FULL: `1` for the nine Table 1 rows.
 - RR_TINY_OVERRIDES: more LM overrides, space-separated `key=value` (e.g. to shrink a run:
   `optim.updates_per_epoch=2 dataset.valid.num_samples=8`).
+- RR_TINY_RANKS: ranks (Slurm tasks) per XP under `dora grid` (default 2; gloo on CPU). Dora asks Slurm
+  for one GPU per rank (`--gres=gpu:N`); on a CPU node those are the fake GPU devices `make slurm-up`
+  declares. `grid_local` runs each XP as one process whatever this says.
 - RR_TINY_CACHE: `write` schedules the XPs that write AudioCraft's token cache (`TinyGrid.cache_explorer`);
   once they are done, `1` schedules the LMs reading their batches from it (`TinyGrid.token_cache`).
 """
@@ -34,6 +37,7 @@ import re
 import typing as tp
 from pathlib import Path
 
+from audiocraft.environment import AudioCraftEnvironment
 from rr_audiocraft.data.synth import datasource_overrides
 
 from ._explorers import RRJudgeExplorer
@@ -43,6 +47,8 @@ SOLVER = 'rr_audiogen/tiny'
 Row = tp.Tuple[tp.Optional[str], float, float]  # (pooling, CFG ratio, λ)
 # Default comparison: no RR vs the paper's best RR row.
 DEFAULT_ROWS: tp.List[Row] = [(None, 0.1, 0.), ('max', 0.1, 3.)]
+SLURM_MEM_PER_RANK_GB = 4  # a tiny LM rank: text encoder, codec, batches
+SLURM_TIME_MIN = 60
 
 
 def data_overrides(root: tp.Optional[tp.Union[str, Path]]) -> tp.List[str]:
@@ -72,6 +78,16 @@ def seeds_from(value: str) -> tp.List[int]:
     return seeds
 
 
+def positive_int(key: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{key}={value!r}: expected a whole number >= 1")
+    return number
+
+
 @dataclasses.dataclass
 class TinyGrid:
     """Settings of the tiny grid.
@@ -90,6 +106,9 @@ class TinyGrid:
             batches in the same order (seeds differ in initialisation and CFG draws only).
         cache_epochs: epochs of batches in the cache; the LMs cycle over them (`data.token_cache`).
         cache_shards: cache-writing XPs (each writes every `cache_shards`-th epoch; they can run at once).
+        ranks: processes per XP when Dora submits it to Slurm (`launcher.slurm_(gpus=ranks)`: one task per
+            rank, gloo on CPU); the global batch is split over them. The partition is the team's
+            (AudioCraft's `teams` config, `AUDIOCRAFT_TEAM`).
     """
     data: tp.Optional[tp.Union[str, Path]] = None
     compression: tp.Optional[str] = None
@@ -100,8 +119,12 @@ class TinyGrid:
     token_cache: bool = False
     cache_epochs: int = 4
     cache_shards: int = 2
+    ranks: int = 2
 
     def _lm_base(self, launcher: tp.Any) -> tp.Any:
+        # A CPU grid: one core and a few GB per rank, not the stock 40 GB per GPU; an hour is plenty.
+        launcher.slurm_(gpus=int(self.ranks), cpus_per_gpu=1, mem_per_gpu=SLURM_MEM_PER_RANK_GB, time=SLURM_TIME_MIN,
+                        partition=AudioCraftEnvironment.get_slurm_partitions(['team', 'global']))
         # Unset: the solver config's default, the shipped codec (no override, so no path in the signatures).
         codec = [f'compression_model_checkpoint={compression_checkpoint(self.compression)}'] if self.compression else []
         lm = launcher.bind([f'solver={SOLVER}'] + codec + data_overrides(self.data))
@@ -140,7 +163,8 @@ class TinyGrid:
                    rows=TABLE1 if env.get('RR_TINY_FULL', '0') not in ('', '0') else DEFAULT_ROWS,
                    epochs=int(env['RR_TINY_EPOCHS']) if env.get('RR_TINY_EPOCHS') else None,
                    overrides=env.get('RR_TINY_OVERRIDES', '').split(),
-                   token_cache=env.get('RR_TINY_CACHE', '') in ('1', 'write'))
+                   token_cache=env.get('RR_TINY_CACHE', '') in ('1', 'write'),
+                   ranks=positive_int('RR_TINY_RANKS', env.get('RR_TINY_RANKS', '2')))
 
     def explore(self, launcher: tp.Any) -> None:
         """Schedules the grid's XPs on a Dora launcher."""

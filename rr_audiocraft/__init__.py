@@ -13,6 +13,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Set here, before any AudioCraft import of ours, so every entry point agrees on them.
 os.environ.setdefault('AUDIOCRAFT_DORA_DIR', str(REPO_ROOT / 'outputs'))
 os.environ.setdefault('AUDIOCRAFT_TEAM', 'default')
+# Stock reads a team's cluster settings (Slurm partitions, dora_dir) from its own config/teams/TEAM.yaml, or from
+# AUDIOCRAFT_CONFIG. Teams this project adds (config/teams/, e.g. `local` for `make slurm-up`) are found the same way.
+_TEAM_CONFIG = REPO_ROOT / 'config' / 'teams' / f"{os.environ['AUDIOCRAFT_TEAM']}.yaml"
+if _TEAM_CONFIG.is_file():
+    os.environ.setdefault('AUDIOCRAFT_CONFIG', str(_TEAM_CONFIG))
 if not os.environ.get('USER'):
     try:
         os.environ['USER'] = getpass.getuser()

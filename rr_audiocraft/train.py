@@ -66,12 +66,23 @@ def get_solver(cfg: omegaconf.DictConfig):
     return RR_SOLVERS[cfg.solver](cfg)
 
 
+def distributed_backend(cfg: omegaconf.DictConfig) -> str:
+    """The process-group backend for a multi-rank run: NCCL for CUDA, gloo otherwise.
+
+    Stock `flashy.distrib.init()` always asks for NCCL, which Dora refuses without CUDA: every rank of a
+    CPU XP launched with 2 tasks (Slurm, torchrun) would die at start-up. Gloo has the collectives the
+    solvers use on CPU (all-reduce of gradients and metrics, RR's all-gather, FSDP's shards).
+    """
+    import torch
+    return 'nccl' if str(cfg.device).startswith('cuda') and torch.cuda.is_available() else 'gloo'
+
+
 @hydra_main(config_path='../config', config_name='train', version_base='1.1')
 def main(cfg: omegaconf.DictConfig) -> tp.Any:
     stock_train.init_seed_and_system(cfg)
     log_name = '%s.log.{rank}' % cfg.execute_only if cfg.execute_only else 'solver.log.{rank}'
     flashy.setup_logging(level=str(cfg.logging.level).upper(), log_name=log_name)
-    flashy.distrib.init()
+    flashy.distrib.init(backend=distributed_backend(cfg))
     try:
         solver = get_solver(cfg)
     except STARTUP_ERRORS as error:

@@ -17,7 +17,7 @@ from conftest import REPO_ROOT, run_dora, xp_dir
 ANSI = re.compile(r'\x1b\[[0-9;]*m')
 GRID_LOCAL = [sys.executable, '-m', 'rr_audiocraft.grid_local']
 TINY_ENV = ('RR_TINY_DATA', 'RR_TINY_COMPRESSION', 'RR_TINY_SEEDS', 'RR_TINY_EPOCHS', 'RR_TINY_FULL', 'RR_TINY_CACHE',
-            'RR_TINY_OVERRIDES')
+            'RR_TINY_OVERRIDES', 'RR_TINY_RANKS')
 # A tiny grid XP shrunk to seconds: 2 updates, one valid/evaluate batch, one short generation.
 SHRINK = ('optim.updates_per_epoch=2 dataset.valid.num_samples=8 dataset.evaluate.num_samples=8 '
           'dataset.generate.num_samples=1 dataset.generate.batch_size=1 generate.lm.gen_duration=0.5')
@@ -113,6 +113,41 @@ def test_tiny_grid_full_mode_and_settings_from_the_environment(tiny_env, tiny_da
     tiny_env.setenv('RR_TINY_DATA', str(tiny_data / 'missing'))
     with pytest.raises(FileNotFoundError, match='rr_audiocraft.data.synth'):
         explore('rr_ablation_tiny')
+
+
+def test_tiny_grid_asks_slurm_for_one_core_per_rank_on_the_team_partition(tiny_env, tiny_data):
+    tiny_env.setenv('RR_TINY_DATA', str(tiny_data))
+    tiny_env.setenv('AUDIOCRAFT_CONFIG', str(REPO_ROOT / 'config' / 'teams' / 'local.yaml'))
+    _, slurm = explore('rr_ablation_tiny')
+    for config in slurm.values():
+        # Not the stock 4 GPUs x 40 GB: 2 ranks (Dora counts them in GPUs), 1 core and 4 GB each.
+        assert (config.gpus, config.cpus_per_gpu, config.mem_per_gpu, config.time) == (2, 1, 4, 60)
+        assert config.partition == 'debug,debug'  # the team's partitions, as the stock grids ask for them
+    tiny_env.setenv('RR_TINY_RANKS', '4')
+    assert {config.gpus for config in explore('rr_ablation_tiny')[1].values()} == {4}
+    tiny_env.setenv('RR_TINY_RANKS', '0')
+    with pytest.raises(ValueError, match=r"RR_TINY_RANKS='0': expected a whole number >= 1"):
+        explore('rr_ablation_tiny')
+
+
+def test_dora_grid_with_no_slurm_reachable_submits_nothing_and_says_why(tiny_env, tiny_data):
+    # No Slurm client on PATH (the machine of someone without a cluster), and an XP whose 2 ranks would each
+    # get 1 sample with RR on: both problems in one message, before Dora queues anything.
+    env = {**os.environ, 'PATH': str(Path(sys.executable).parent), 'RR_TINY_DATA': str(tiny_data),
+           'RR_TINY_SEEDS': '0', 'RR_TINY_OVERRIDES': 'dataset.batch_size=2'}
+    proc = subprocess.run([sys.executable, '-m', 'dora', '-P', 'rr_audiocraft', 'grid', 'rr_ablation_tiny',
+                           '--no_git_save', '--no_monitoring'], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 1
+    message = proc.stderr[proc.stderr.index('dora grid: nothing was submitted'):]
+    assert message.splitlines()[1:] == [
+        "  - Slurm is not reachable: sinfo, sbatch, sacct not on PATH. On this machine `make slurm-up` starts a "
+        "one-node cluster; without Slurm, `python -m rr_audiocraft.grid_local GRID` runs a grid's XPs one after the other",
+        f"  - XP {message.split('XP ')[1].split()[0]} (rr_audiogen, seed 0), 2 ranks: "
+        "rr.weight=3.0 needs at least 2 samples per step to form pairs, but dataset.batch_size=2 over 2 rank(s) "
+        "gives 1 per rank; raise dataset.batch_size, set rr.gather=true or set rr.weight=0"]
+    from rr_audiocraft.train import main
+    assert not list(Path(os.environ['AUDIOCRAFT_DORA_DIR']).glob(f'xps/*/{main.dora.shep.submitit_folder}'))
 
 
 def test_tiny_grid_from_arguments_is_the_grid_the_environment_describes(tiny_env, tiny_data):

@@ -154,52 +154,21 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_and_completes(tiny_data
 # ----------------------------------------------------------------------------------------------
 # Ranks: `rr.gather` semantics with two gloo processes.
 
-def _rr_term(net: torch.nn.Module, text: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor,
-             frame_mask: torch.Tensor, gather: bool) -> torch.Tensor:
-    """The RR solver's L_rr computation (`RRSolverMixin._compute_cross_entropy`) on a toy 'LM'.
-
-    `net` maps frames [B, T, 6] to hidden states [B, T, 5]; text embeddings [B, Tt, 4] have no grad.
-    """
-    from rr_audiocraft.regularization import gather_with_grad, masked_pool, rr_loss
-    text_pooled, keep = masked_pool(text, text_mask, 'max'), text_mask.any(dim=1)
-    audio = masked_pool(net(frames), frame_mask, 'max')
-    if gather:
-        text_pooled, audio = gather_with_grad(text_pooled), gather_with_grad(audio)
-        keep = gather_with_grad(keep.float()).bool()
-    return rr_loss(text_pooled[keep], audio[keep])
-
-
-def _toy_batch(batch: int = 8) -> tp.Tuple[torch.Tensor, ...]:
-    generator = torch.Generator().manual_seed(0)
-    text = torch.randn(batch, 7, 4, generator=generator)
-    text_mask = torch.rand(batch, 7, generator=generator) > 0.3
-    text_mask[:, 0] = True
-    text_mask[batch - 1] = False  # an empty caption, on the last rank: left out of the pairs everywhere
-    frames = torch.randn(batch, 9, 6, generator=generator)
-    frame_mask = torch.rand(batch, 9, generator=generator) > 0.2
-    frame_mask[:, 0] = True
-    return text, text_mask, frames, frame_mask
-
-
-def _toy_net() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 5))
-
-
 def _rank_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
     import datetime
     import flashy
+    from rank_fixtures import rr_term, toy_batch, toy_net
     from rr_audiocraft.solvers.rr import check_finite_rr_inputs
     # A bounded timeout: a rank left waiting in a collective fails the test instead of hanging it.
     torch.distributed.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=world_size,
                                          timeout=datetime.timedelta(seconds=60))
     try:
-        inputs = [t.chunk(world_size)[rank] for t in _toy_batch()]
+        inputs = [t.chunk(world_size)[rank] for t in toy_batch()]
         results = {}
         for gather in (True, False):
             for eager in (True, False):
-                net = _toy_net()
-                loss = _rr_term(net, *inputs, gather=gather)
+                net = toy_net()
+                loss = rr_term(net, *inputs, gather=gather)
                 # Gradient averaging as the stock step does it: eager hooks (optim.eager_sync) or after backward.
                 if eager:
                     with flashy.distrib.eager_sync_model(net):
@@ -223,21 +192,15 @@ def _rank_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _single_process(batch: tp.Sequence[torch.Tensor]) -> tp.Tuple[torch.Tensor, tp.List[torch.Tensor]]:
-    net = _toy_net()
-    loss = _rr_term(net, *batch, gather=True)  # not distributed here: the gather is the identity
-    loss.backward()
-    return loss.detach(), [p.grad for p in net.parameters()]
-
-
 def test_two_ranks_gather_equals_one_process_on_the_concatenated_batch_and_stop_together(tmp_path):
     import torch.multiprocessing as mp
+    from rank_fixtures import single_process, toy_batch
     world_size = 2
     mp.spawn(_rank_worker, args=(world_size, str(tmp_path / 'store'), str(tmp_path)), nprocs=world_size, join=True)
     ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(world_size)]
-    full = _toy_batch()
-    full_loss, full_grads = _single_process(full)
-    halves = [_single_process([t.chunk(world_size)[r] for t in full]) for r in range(world_size)]
+    full = toy_batch()
+    full_loss, full_grads = single_process(full)
+    halves = [single_process([t.chunk(world_size)[r] for t in full]) for r in range(world_size)]
     for eager in (True, False):
         for rank in ranks:
             # rr.gather=true: every rank has the L_rr and (after averaging) the gradients of one process
