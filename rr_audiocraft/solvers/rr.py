@@ -46,6 +46,7 @@ from ..data.mixing import MarkRecurringCaptions, caption_recurs
 from ..data.token_cache import CacheableInfos, InfoBatchLoader, allow_cached_infos
 from ..data.validate import validate_datasets
 from ..evaluation import check_evaluation_assets
+from ..fsdp import check_cpu_fsdp, stock_fsdp_on_cpu, unsharded, uses_cpu_fsdp
 from ..models.builders import get_rr_lm_model
 from ..models.lm import RRLMModel
 from ..modules.frozen_encoder import FrozenTextEncoder, install_frozen_text_encoder
@@ -111,6 +112,7 @@ class RRSolverMixin:
     def __init__(self, cfg: omegaconf.DictConfig):
         # Validate before the stock constructor builds models and loads data.
         validate_rr_config(cfg, flashy.distrib.world_size())
+        check_cpu_fsdp(cfg)  # fsdp.use=true on CPU: float32, shard_grad_op, 2+ ranks (see rr_audiocraft/fsdp.py)
         if cfg.cache.path and not cfg.cache.write:
             if cfg.dataset.num_workers < 1:  # stock reads cached batches with that many threads: 0 fails mid-epoch
                 raise ConfigError([f"cache.path={cfg.cache.path} reads the token cache with dataset.num_workers "
@@ -183,6 +185,13 @@ class RRSolverMixin:
         install_frozen_text_encoder(self.rr_lm.condition_provider.conditioners[rr.condition], rr.pooling,
                                     rr.get('text_cache', 0), rr.get('skip_nulled_text_pass', True))
 
+    def wrap_with_fsdp(self, model: torch.nn.Module, *args, **kwargs):
+        """Stock's FSDP wrapping; on CPU ranks with the CPU as device (stock assumes CUDA; rr_audiocraft/fsdp.py)."""
+        if not uses_cpu_fsdp(self.cfg):  # type: ignore
+            return super().wrap_with_fsdp(model, *args, **kwargs)  # type: ignore
+        with stock_fsdp_on_cpu(self.cfg.fsdp):  # type: ignore
+            return super().wrap_with_fsdp(model, *args, **kwargs)  # type: ignore
+
     @property
     def rr_lm(self) -> RRLMModel:
         """The RRLMModel, also when FSDP wraps it."""
@@ -237,9 +246,10 @@ class RRSolverMixin:
         """T [B, Dt] of eq. 3, keep [B] (False for empty captions), captions found in the caption cache."""
         rr = self.cfg.rr  # type: ignore
         conditioner = self.rr_lm.condition_provider.conditioners[rr.condition]
-        if isinstance(conditioner, FrozenTextEncoder):
-            return conditioner.pooled_text(captions, recurs)
-        embeddings, mask = text_representation(conditioner, captions)
+        with unsharded(self.model, conditioner):  # type: ignore  # FSDP: the weights a direct call reads
+            if isinstance(conditioner, FrozenTextEncoder):
+                return conditioner.pooled_text(captions, recurs)
+            embeddings, mask = text_representation(conditioner, captions)
         return masked_pool(embeddings, mask, rr.pooling), mask.any(dim=1), None
 
     def _valid_rr(self, batch) -> tp.Dict[str, tp.Any]:
