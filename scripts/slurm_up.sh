@@ -75,6 +75,17 @@ wait_up() {
   done
 }
 
+# ensure_daemon NAME PROBE MESSAGE CMD...: unless PROBE already passes, start CMD (detached, log in
+# $LOGDIR/NAME.log; not again if a NAME process is alive but not answering yet) and wait up to 60 s for PROBE.
+ensure_daemon() {
+  local name=$1 probe=$2 message=$3; shift 3
+  if "$probe"; then log "$name: running"; return 0; fi
+  log "$name: starting"
+  alive "$name" || "$@" </dev/null >>"$LOGDIR/$name.log" 2>&1 || fail "$LOGDIR/$name.log" "$name did not start"
+  wait_up "$name" 60 "$probe" || fail "$LOGDIR/$name.log" "$message"
+  log "$name: ok"
+}
+
 [ "$(id -u)" = 0 ] || { echo "[slurm-up] must run as root (daemons, /etc/slurm, mknod)" >&2; exit 1; }
 
 # ---------------------------------------------------------------- health probes (all bounded in time)
@@ -339,15 +350,8 @@ SQL
 log "mariadb: DB user slurm has $DB_NAME"
 
 # ---------------------------------------------------------------- 5. slurmdbd + cluster
-if slurmdbd_ok; then
-  log "slurmdbd: running"
-else
-  log "slurmdbd: starting"
-  alive slurmdbd || slurmdbd </dev/null >>"$LOGDIR/slurmdbd.log" 2>&1 || fail "$LOGDIR/slurmdbd.log" "slurmdbd did not start"
-  # First start creates the schema (a few seconds).
-  wait_up slurmdbd 60 slurmdbd_ok || fail "$LOGDIR/slurmdbd.log" "slurmdbd did not answer sacctmgr within 60 s"
-  log "slurmdbd: ok"
-fi
+# First start creates the schema (a few seconds).
+ensure_daemon slurmdbd slurmdbd_ok "slurmdbd did not answer sacctmgr within 60 s" slurmdbd
 # The cluster must exist in the DB before slurmctld registers, or nothing it runs gets accounted.
 if cluster_ok; then
   log "accounting: cluster $CLUSTER registered"
@@ -358,14 +362,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 6. slurmctld
-if ctld_ok; then
-  log "slurmctld: running"
-else
-  log "slurmctld: starting"
-  alive slurmctld || slurmctld </dev/null >>"$LOGDIR/slurmctld.log" 2>&1 || fail "$LOGDIR/slurmctld.log" "slurmctld did not start"
-  wait_up slurmctld 60 ctld_ok || fail "$LOGDIR/slurmctld.log" "slurmctld not UP (scontrol ping) within 60 s"
-  log "slurmctld: ok"
-fi
+ensure_daemon slurmctld ctld_ok "slurmctld not UP (scontrol ping) within 60 s" slurmctld
 
 # ---------------------------------------------------------------- 7. slurmd
 if alive slurmd && node_ok; then
