@@ -153,3 +153,10 @@ def test_bad_submissions_are_refused_before_anything_is_queued(bench_data, tmp_p
     assert proc.returncode == 1 and '2 ranks: rr.weight=3.0 needs at least 2 samples per step' in proc.stderr
     assert 'rr.weight=0.0' not in proc.stderr  # the λ = 0 XP of the grid is fine
     assert run(['squeue', '-h', '-o', '%i']).stdout.split() == queued_before
+
+
+def test_slurm_up_again_is_quick_and_changes_nothing():
+    started = time.time()
+    proc = run(['bash', 'scripts/slurm_up.sh'], timeout=120)
+    assert '[slurm-up] already up' in proc.stdout, proc.stdout
+    assert time.time() - started < 20
