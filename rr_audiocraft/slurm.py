@@ -1,11 +1,11 @@
 """Checks `dora grid` runs before it queues anything on Slurm.
 
-Without this, what a user gets from a bad grid submission is late and scattered: with no Slurm
-reachable, submitit fails inside `sbatch` after Dora has already linked the grid's XPs; with a
-partition that does not exist, `sbatch` refuses job after job; with RR on and a per-rank batch that
-forms no pairs, every job is queued, waits for its nodes, and then each rank stops at start-up
-(`settings.validate_rr_config`). Here the same problems are found on the submitting machine, all at
-once, and reported in one message before Dora's shepherd submits or cancels anything.
+Without this, a bad grid submission fails late, one problem at a time: with no Slurm reachable or a
+partition that does not exist, the first `sbatch` Dora runs fails with a traceback around Slurm's
+message; with RR on and a per-rank batch that forms no pairs, the jobs are queued, wait for their
+nodes, and then every rank stops at start-up (`settings.validate_rr_config`). Here the same problems
+are found on the submitting machine, all at once, and reported in one message before Dora's shepherd
+submits or cancels anything.
 
 The check hooks `Shepherd.commit`, the one place where Dora acts on Slurm: `dora grid --dry_run` and
 `python -m rr_audiocraft.grid_local` (which registers grids with a dry run) never reach it, so they
