@@ -27,6 +27,23 @@ class ConfigError(ValueError):
         super().__init__(message)
 
 
+def split_batches_over_ranks(cfg: omegaconf.DictConfig, world_size: int) -> tp.List[str]:
+    """Turn the global batch sizes of a config into per-rank ones, in place, as stock AudioCraft does.
+
+    `dataset.batch_size` and the batch size of each split that sets its own are divided by the world size.
+    Returns the sizes that do not divide evenly (the config is then left as it was), else an empty list.
+    """
+    nodes = [('dataset', cfg.dataset)] + [(f'dataset.{split}', cfg.dataset[split])
+                                          for split in ('train', 'valid', 'evaluate', 'generate')
+                                          if split in cfg.dataset and 'batch_size' in cfg.dataset[split]]
+    uneven = [f"{key}.batch_size={node.batch_size} is not divisible by the world size {world_size}"
+              for key, node in nodes if node.batch_size % world_size != 0]
+    if not uneven:
+        for _, node in nodes:
+            node.batch_size //= world_size
+    return uneven
+
+
 def lm_batch_size(cfg: omegaconf.DictConfig) -> tp.Tuple[int, tp.Optional[str]]:
     """Samples per step the LM receives on one rank, and how that follows from the data settings.
 

@@ -18,7 +18,7 @@ import typing as tp
 import omegaconf
 from dora.shep import Shepherd
 
-from .settings import rr_config_problems
+from .settings import rr_config_problems, split_batches_over_ranks
 
 SINFO_TIMEOUT_S = 30.
 
@@ -59,16 +59,7 @@ def xp_problems(cfg: omegaconf.DictConfig, ranks: int) -> tp.List[str]:
     if cfg.get('rr') is None:  # not an RR LM (e.g. a compression XP): nothing of ours to check
         return []
     per_rank = omegaconf.OmegaConf.create(omegaconf.OmegaConf.to_container(cfg, resolve=False))
-    nodes = [('dataset', per_rank.dataset)] + [(f'dataset.{split}', per_rank.dataset[split])
-                                                for split in ('train', 'valid', 'evaluate', 'generate')
-                                                if per_rank.dataset.get(split) and per_rank.dataset[split].get('batch_size')]
-    uneven = [f"{key}.batch_size={node.batch_size} does not split over {ranks} ranks" for key, node in nodes
-              if node.batch_size % ranks != 0]
-    if uneven:
-        return uneven
-    for _, node in nodes:
-        node.batch_size //= ranks
-    return rr_config_problems(per_rank, ranks)
+    return split_batches_over_ranks(per_rank, ranks) or rr_config_problems(per_rank, ranks)
 
 
 def submission_problems(job_arrays: tp.Sequence[tp.Any]) -> tp.List[str]:

@@ -26,7 +26,7 @@ from .checkpoint import allow_audiocraft_checkpoints
 from .codec import AssetError
 from .data.validate import DatasetError
 from .evaluation import EvaluationAssetError
-from .settings import ConfigError
+from .settings import ConfigError, split_batches_over_ranks
 
 logger = logging.getLogger(__name__)
 STOCK_CONFIG_DIR = Path(audiocraft.__file__).resolve().parents[1] / 'config'
@@ -56,12 +56,9 @@ def get_solver(cfg: omegaconf.DictConfig):
         return stock_train.get_solver(cfg)
     world_size = flashy.distrib.world_size()
     # Same contract as stock: configs give global batch sizes, solvers get per-rank ones.
-    for node in [cfg.dataset] + [cfg.dataset[s] for s in ('train', 'valid', 'evaluate', 'generate')
-                                 if s in cfg.dataset and 'batch_size' in cfg.dataset[s]]:
-        if node.batch_size % world_size != 0:
-            raise ValueError(f"dataset batch_size={node.batch_size} is not divisible by the world size "
-                             f"{world_size}")
-        node.batch_size //= world_size
+    uneven = split_batches_over_ranks(cfg, world_size)
+    if uneven:
+        raise ValueError(uneven[0])
     stock_train.resolve_config_dset_paths(cfg)
     return RR_SOLVERS[cfg.solver](cfg)
 
