@@ -10,8 +10,9 @@ install:  ## build .venv/ (CPU torch, stock AudioCraft 1.3.0 editable, ffmpeg, t
 codec: install  ## retrain the shipped EnCodec (assets/encodec_synth_8khz) from nothing: two XPs, ~63 min on 2 idle cores, resumes
 	$(PY) -m rr_audiocraft.codec train
 
-judge: install  ## refit the shipped judge (assets/judge_synth) on the default benchmark through the shipped codec (~5 min)
-	$(PY) -m rr_audiocraft.demo --until ceiling --ship-judge
+judge: install  ## fit and ship the judges of the default and the reproduce benchmark through the shipped codec (assets/judge_synth*, ~3 + ~8 min)
+	$(PY) -m rr_audiocraft.demo --until ceiling --ship-judge --out outputs/judge_scale/demo
+	$(PY) -m rr_audiocraft.demo --preset reproduce --until ceiling --ship-judge --out outputs/judge_scale/reproduce
 
 demo: install  ## the embedded default: miniature Table 1, offline (FULL=1: all nine rows; CODEC=train: retrain the codec first)
 	$(if $(filter train,$(CODEC)),$(PY) -m rr_audiocraft.codec train,$(PY) -m rr_audiocraft.codec verify)

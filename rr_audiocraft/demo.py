@@ -89,10 +89,20 @@ def judge_wanted(stamp: tp.Dict[str, tp.Any], codec_sha: str) -> tp.Dict[str, tp
             'codec_sha256': codec_sha, 'seed': 0}
 
 
-def shipped_judge(wanted: tp.Dict[str, tp.Any], folder: Path = JUDGE_ASSET) -> tp.Optional[tp.Any]:
-    """The shipped judge when it was fitted on exactly `wanted` (checked against its sha256), else None."""
+def judge_asset(benchmark: tp.Dict[str, tp.Any]) -> Path:
+    """Where the judge of a benchmark is shipped: assets/judge_synth for the default one (seed 0, 600 clips),
+    else assets/judge_synth-seed<S>-<N>clips (`make judge` ships the default and the reproduce benchmark's)."""
+    if benchmark['seed'] == 0 and benchmark['num_clips'] == 600:
+        return JUDGE_ASSET
+    return JUDGE_ASSET.with_name(f"{JUDGE_ASSET.name}-seed{benchmark['seed']}-{benchmark['num_clips']}clips")
+
+
+def shipped_judge(wanted: tp.Dict[str, tp.Any], folder: tp.Optional[Path] = None) -> tp.Optional[tp.Any]:
+    """The shipped judge when it was fitted on exactly `wanted` (checked against its sha256), else None.
+    `folder` defaults to the benchmark's `judge_asset`."""
     from .codec import AssetError, sha256_of
     from .metrics.judge import Judge
+    folder = judge_asset(wanted['benchmark']) if folder is None else folder
     manifest = folder / 'asset.json'
     if not manifest.is_file():
         return None
@@ -102,25 +112,30 @@ def shipped_judge(wanted: tp.Dict[str, tp.Any], folder: Path = JUDGE_ASSET) -> t
     path = folder / JUDGE_FILE
     if not path.is_file() or sha256_of(path) != record['sha256']:
         raise AssetError(f"The shipped judge {path} is missing or corrupted (its sha256 differs from {manifest}): "
-                         "`git checkout assets/judge_synth`, or rebuild it with `make judge`.")
+                         f"`git checkout {folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder}`, "
+                         "or rebuild it with `make judge`.")
     return Judge.load(path)
 
 
-def ship_judge(judge_path: Path, seconds: tp.Optional[float], folder: Path = JUDGE_ASSET) -> Path:
-    """Copies a fitted judge into the asset folder with its `asset.json` (sha256, what it was fitted on,
-    the command that rebuilds it)."""
+def ship_judge(judge_path: Path, seconds: tp.Optional[float], command: str) -> Path:
+    """Copies a fitted judge into its benchmark's asset folder (`judge_asset`) with its `asset.json`
+    (sha256, what it was fitted on, the command that rebuilds it, how long the fit took)."""
     import platform
     import shutil
     from .codec import sha256_of
     from .metrics.judge import Judge
+    fitted_on = Judge.load(judge_path).fitted_on
+    benchmark = fitted_on['benchmark']
+    folder = judge_asset(benchmark)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(judge_path, folder / JUDGE_FILE)
     record = {'name': folder.name,
-              'what': "the generator-independent judge of the default benchmark (data seed 0, 600 clips), fitted "
-                      "on its training clips and their round trips through the shipped codec",
+              'what': f"the generator-independent judge of the benchmark of data seed {benchmark['seed']}, "
+                      f"{benchmark['num_clips']} clips, fitted on its training clips and their round trips through "
+                      "the shipped codec",
               'sha256': sha256_of(folder / JUDGE_FILE), 'bytes': (folder / JUDGE_FILE).stat().st_size,
-              'command': "make judge   (= python -m rr_audiocraft.demo --until ceiling --ship-judge)",
-              'fitted_on': Judge.load(judge_path).fitted_on, 'fit_seconds': seconds,
+              'command': f"make judge   (= {command})",
+              'fitted_on': fitted_on, 'fit_seconds': seconds,
               'fitted_with': f"{platform.machine()}, 1 torch thread"}
     (folder / 'asset.json').write_text(json.dumps(record, indent=1) + '\n')
     log('judge', f"shipped {folder / JUDGE_FILE} (sha256 {record['sha256'][:16]}...)")
@@ -129,14 +144,15 @@ def ship_judge(judge_path: Path, seconds: tp.Optional[float], folder: Path = JUD
 
 def judge_stage(data_dir: Path, stamp: tp.Dict[str, tp.Any], codec: tp.Any, codec_sha: str) -> tp.Any:
     """The judge of this benchmark, fitted on its training clips and their round trips through the
-    codec: the shipped one (assets/judge_synth) for the default benchmark and codec, else fitted here and
-    cached in `data_dir/judge.pt` (refitted when the code, benchmark or codec changed)."""
+    codec: the shipped one (`judge_asset`: the default and the reproduce benchmark's) when it was fitted on
+    this benchmark and codec, else fitted here and cached in `data_dir/judge.pt` (refitted when the code,
+    benchmark or codec changed)."""
     from .codec import round_trip_fn
     from .metrics.judge import Judge
     wanted = judge_wanted(stamp, codec_sha)
     judge = shipped_judge(wanted)
     if judge is not None:
-        log('judge', f"the shipped judge {JUDGE_ASSET / JUDGE_FILE} (sha256 checked)")
+        log('judge', f"the shipped judge {judge_asset(stamp) / JUDGE_FILE} (sha256 checked)")
         return judge
     path = data_dir / JUDGE_FILE
     if path.exists():
@@ -533,7 +549,7 @@ def results_markdown(table: str, results: tp.Dict[str, tp.Any], command: str, pl
         "its caption?) with judge metrics on a benchmark whose captions control counts, sources and order.", ''])
 
 
-# What each LM XP trains (solver=rr_audiogen/tiny), chosen for adherence per CPU-minute (docs/results.md):
+# What each LM XP trains (solver=rr_audiogen/tiny), chosen for adherence per CPU-minute (docs/tuning.md):
 # batches of 16 whole clips read from the token cache (`cache_epochs` cached epochs of 30 batches, cycled:
 # about as many clip draws as the benchmark has training clips), AdamW at 2e-3; the stock last-epoch
 # generate stage renders one short sample only.
@@ -543,10 +559,11 @@ PRESETS: tp.Dict[str, tp.Dict[str, tp.Any]] = {
     # 6 LMs (λ = 0 and 3, 3 seeds) of 240 steps each, dim 64 x 2 layers: ~8 min on 2 cores
     'demo': {'full': False, 'clips': 600, 'seeds': '0,1,2', 'out': DEFAULT_OUT, 'cache_epochs': 2,
              'lm': ['optim.epochs=8'] + LM_COMMON},
-    # 27 LMs (nine rows, 3 seeds) of 480 steps each, dim 64 x 2 layers, 200 test captions: ~1.5 h on 2 cores
+    # 27 LMs (nine rows, 3 seeds) of 840 steps each, dim 96 x 3 layers (the most source F1 per CPU-minute
+    # measured, docs/tuning.md), 200 test captions: ~2 h on 2 cores
     'reproduce': {'full': True, 'clips': 2000, 'seeds': '0,1,2', 'out': REPO_ROOT / 'reproduce_out', 'cache_epochs': 4,
                   'results_md': REPO_ROOT / 'docs' / 'results.md',
-                  'lm': ['optim.epochs=16'] + LM_COMMON},
+                  'lm': ['optim.epochs=28', 'transformer_lm.dim=96', 'transformer_lm.num_layers=3'] + LM_COMMON},
 }
 
 
@@ -562,7 +579,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog='python -m rr_audiocraft.demo', description=__doc__.split('\n')[0])
     parser.add_argument('--preset', choices=sorted(PRESETS), default='demo',
                         help="demo: λ=0 vs λ=3, 3 seeds, 600 clips, ~8 min (make demo); reproduce: the nine Table 1 "
-                             "rows, 3 seeds, 2000 clips (200 test captions), ~1.5 h (make reproduce). The options below "
+                             "rows, 3 seeds, 2000 clips (200 test captions), ~2 h (make reproduce). The options below "
                              "override the preset's values")
     parser.add_argument('--full', action='store_true', default=None, help="all nine Table 1 rows instead of λ=0 vs λ=3")
     parser.add_argument('--data', type=Path, default=None,
@@ -583,7 +600,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     parser.add_argument('--jobs', type=int, default=2,
                         help="LM XPs trained at once, each with cpu_count // jobs torch threads (default 2)")
     parser.add_argument('--ship-judge', action='store_true',
-                        help="copy the fitted judge into assets/judge_synth with its asset.json (`make judge`)")
+                        help="copy the fitted judge into assets/judge_synth (default benchmark) or "
+                             "assets/judge_synth-seed<S>-<N>clips with its asset.json (`make judge`)")
     parser.add_argument('--results-md', type=Path, default=None,
                         help="also write the table as a Markdown page (reproduce: docs/results.md)")
     parser.add_argument('--lm', nargs='*', default=None,
@@ -601,6 +619,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
         args.data = default_data(args.data_seed, args.clips)
     data_dir, out_dir, codec_dir = args.data.resolve(), args.out.resolve(), args.codec.resolve()
     timings: tp.Dict[str, float] = {}
+    command = ('python -m rr_audiocraft.demo ' + ' '.join(sys.argv[1:] if argv is None else argv)).strip()
 
     def timed(stage: str, fn: tp.Callable[[], tp.Any]) -> tp.Any:
         start = time.time()
@@ -625,9 +644,9 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
         raise SystemExit(f"error: {error}") from None
     if args.ship_judge:
         if shipped_judge(judge.fitted_on) is not None:
-            log('judge', f"{JUDGE_ASSET} already holds this judge")
+            log('judge', f"{judge_asset(stamp)} already holds this judge")
         else:
-            ship_judge(data_dir / JUDGE_FILE, timings['judge'] if fitting else None)
+            ship_judge(data_dir / JUDGE_FILE, timings['judge'] if fitting else None, command)
     scale = timed('scale', lambda: scale_stage(judge, codec, test_wavs, test_truths, test_rate))
     results: tp.Dict[str, tp.Any] = {
         'benchmark': {**stamp, 'path': str(data_dir)},
@@ -661,8 +680,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
         import shutil
         plot = args.results_md.with_suffix('.png')
         shutil.copyfile(out_dir / 'comparison.png', plot)
-        command = 'python -m rr_audiocraft.demo ' + ' '.join(sys.argv[1:] if argv is None else argv)
-        args.results_md.write_text(results_markdown(table, results, command.strip(), plot.name))
+        args.results_md.write_text(results_markdown(table, results, command, plot.name))
         print(f"Results page: {args.results_md}")
     print(f"Plot: {out_dir / 'comparison.png'}\nSpectrograms: {out_dir / 'spectrograms.png'}\n"
           f"Training curves: {out_dir / 'curves.png'} (TensorBoard: tensorboard --logdir outputs/xps)\n"

@@ -126,22 +126,24 @@ def test_results_layout_rows_and_paired_comparisons_with_the_baseline():
         summarise(runs[:-1])
 
 
-def test_the_shipped_judge_is_the_one_the_default_benchmark_and_codec_need(tmp_path):
-    """assets/judge_synth was fitted on what the demo asks for today (benchmark version, judge version and
-    settings, codec sha256): a change to any of them fails here until `make judge` refits it. A corrupted
-    copy is refused with the command that fixes it."""
+@pytest.mark.parametrize('preset', ['demo', 'reproduce'])
+def test_the_shipped_judge_is_the_one_each_preset_benchmark_and_codec_need(tmp_path, preset):
+    """assets/judge_synth (the demo's benchmark) and assets/judge_synth-seed0-2000clips (reproduce's) were
+    fitted on what the presets ask for today (benchmark version, judge version and settings, codec sha256):
+    a change to any of them fails here until `make judge` refits them. A corrupted copy is refused with the
+    command that fixes it."""
     import shutil
     from rr_audiocraft.codec import AssetError, asset_dir
     from rr_audiocraft.data.synth import benchmark_stamp
-    from rr_audiocraft.demo import JUDGE_ASSET, JUDGE_FILE, judge_wanted, shipped_judge
+    from rr_audiocraft.demo import JUDGE_FILE, PRESETS, judge_asset, judge_wanted, shipped_judge
     codec_sha = json.loads((asset_dir() / 'asset.json').read_text())['sha256']
-    wanted = judge_wanted(benchmark_stamp(num_clips=600, seed=0), codec_sha)
+    wanted = judge_wanted(benchmark_stamp(num_clips=PRESETS[preset]['clips'], seed=0), codec_sha)
     judge = shipped_judge(wanted)
-    assert judge is not None, "assets/judge_synth is stale: run `make judge`"
+    assert judge is not None, f"{judge_asset(wanted['benchmark'])} is stale or missing: run `make judge`"
     assert judge.fitted_on == json.loads(json.dumps(wanted))
     assert shipped_judge(judge_wanted(benchmark_stamp(num_clips=150, seed=7), codec_sha)) is None  # not ours: fit
     copy = tmp_path / 'judge_synth'
-    shutil.copytree(JUDGE_ASSET, copy)
+    shutil.copytree(judge_asset(wanted['benchmark']), copy)
     (copy / JUDGE_FILE).write_bytes((copy / JUDGE_FILE).read_bytes()[:-10] + b'0' * 10)
     with pytest.raises(AssetError, match='is missing or corrupted.*make judge'):
         shipped_judge(wanted, folder=copy)
