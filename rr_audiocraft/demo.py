@@ -297,64 +297,26 @@ def render_and_judge(sheep: tp.Any, captions: tp.List[tp.Optional[str]], judge: 
 
 
 def generate_and_judge(sheeps: tp.List[tp.Any], judge: tp.Any, wavs: tp.List[tp.Any], truths: tp.List[dict],
-                       out_dir: Path, duration: float, gen_seed: int, jobs: int = 1) -> tp.List[dict]:
+                       out_dir: Path, duration: float, gen_seed: int) -> tp.List[dict]:
     """Every trained LM generates the test captions; the judge scores them against the captions.
 
     Results are kept per XP signature in `out_dir/xps/SIG/judge.json` (Dora's own files are left as
     Dora writes them; see `render_and_judge` for when they are reused). Samples go to
     `out_dir/samples/<row>/seed<k>/<reference clip stem>.wav`, so each pairs with its reference.
-    With `jobs` > 1, forked workers of cpu_count // jobs torch threads each render a share of the XPs
-    first (what they score lands in those judge.json files; the seed is set per XP, so the samples do
-    not depend on which process made them), as the LMs were trained: one-thread processes use 2 cores
-    better than one two-thread process.
     """
     captions = [truth['description'] for truth in truths]
-
-    def sample_dir_of(cfg: tp.Any) -> Path:
-        pool, cfg_ratio, weight = row_of(cfg)
-        return out_dir / 'samples' / f"pool-{pool}_cfg-{cfg_ratio:g}_lambda-{weight:g}" / f"seed{cfg.seed}"
-
-    def render(position: int, sheep: tp.Any, quiet: bool = False) -> dict:
-        cfg, sig = sheep.xp.cfg, sheep.xp.sig
-        pool, cfg_ratio, weight = row_of(cfg)
-        label = f"pool={pool} cfg={cfg_ratio:g} λ={weight:g} seed={cfg.seed}"
-        start = time.time()
-        metrics, cached = render_and_judge(sheep, captions, judge, wavs, truths, sample_dir_of(cfg),
-                                           out_dir / 'xps' / sig / 'judge.json', duration, gen_seed)
-        if not (quiet and cached):
-            log('generate', f"[{position}/{len(sheeps)}] {sig} ({label}): " + (
-                'cached' if cached else f"{len(captions)} clips in {time.time() - start:.0f} s, count acc "
-                                        f"{metrics['count_acc']:.3f}, source F1 {metrics['source_f1']:.3f}"))
-        return metrics
-
-    parallel = jobs > 1 and len(sheeps) > 1
-    if parallel:
-        import multiprocessing
-        import torch
-
-        def worker(share: int) -> None:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
-            for position, sheep in enumerate(sheeps, 1):
-                if position % jobs == share:
-                    render(position, sheep)
-
-        # fork: the workers inherit the judge, the references and the XPs instead of reloading them
-        workers = [multiprocessing.get_context('fork').Process(target=worker, args=(share,)) for share in range(jobs)]
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for process in workers:
-            process.start()
-        for process in workers:
-            process.join()
-        failed = [process.exitcode for process in workers if process.exitcode != 0]
-        if failed:
-            raise RuntimeError(f"generate: {len(failed)} of {jobs} rendering workers failed (exit codes {failed}, "
-                               "traceback above); rerun to continue: scored XPs are kept")
     results = []
     for position, sheep in enumerate(sheeps, 1):
         cfg, sig = sheep.xp.cfg, sheep.xp.sig
-        sample_dir = sample_dir_of(cfg)
-        metrics = render(position, sheep, quiet=parallel)  # the workers' results, already logged
+        pool, cfg_ratio, weight = row_of(cfg)
+        label = f"pool={pool} cfg={cfg_ratio:g} λ={weight:g} seed={cfg.seed}"
+        sample_dir = out_dir / 'samples' / f"pool-{pool}_cfg-{cfg_ratio:g}_lambda-{weight:g}" / f"seed{cfg.seed}"
+        start = time.time()
+        metrics, cached = render_and_judge(sheep, captions, judge, wavs, truths, sample_dir,
+                                           out_dir / 'xps' / sig / 'judge.json', duration, gen_seed)
+        log('generate', f"[{position}/{len(sheeps)}] {sig} ({label}): " + (
+            'cached' if cached else f"{len(captions)} clips in {time.time() - start:.0f} s, count acc "
+                                    f"{metrics['count_acc']:.3f}, source F1 {metrics['source_f1']:.3f}"))
         history = json.loads((sheep.xp.folder / 'history.json').read_text())
         valid = history[-1]['valid']
         metrics = {**metrics, 'valid_ce': valid['ce'], 'valid_rr': valid.get('rr'), 'valid_rr_corr': valid.get('rr_corr'),
@@ -636,8 +598,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     parser.add_argument('--cache-epochs', type=int, default=None,
                         help="epochs of batches in the token cache, cycled by the LMs (default: the preset's)")
     parser.add_argument('--jobs', type=int, default=2,
-                        help="LM XPs trained (and rendering processes run) at once, each with cpu_count // jobs torch threads "
-                             "(default 2)")
+                        help="LM XPs trained at once, each with cpu_count // jobs torch threads (default 2)")
     parser.add_argument('--ship-judge', action='store_true',
                         help="copy the fitted judge into assets/judge_synth (default benchmark) or "
                              "assets/judge_synth-seed<S>-<N>clips with its asset.json (`make judge`)")
@@ -700,7 +661,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
                                                 jobs=args.jobs, cache_epochs=args.cache_epochs))
     duration = 4.0
     runs = timed('generate', lambda: generate_and_judge(sheeps, judge, test_wavs, test_truths, out_dir, duration,
-                                                        gen_seed=0, jobs=args.jobs))
+                                                        gen_seed=0))
     scale['unconditional'] = timed('unconditional', lambda: unconditional_floor(
         sheeps, judge, test_wavs, test_truths, out_dir, duration, gen_seed=0))
     results['unconditional'] = scale['unconditional']

@@ -1,6 +1,5 @@
 """`python -m rr_audiocraft.demo --until ceiling`: the judge's scale on a small benchmark, and bad input."""
 import json
-import re
 from pathlib import Path
 import subprocess
 import sys
@@ -47,8 +46,6 @@ def test_until_ceiling_writes_the_scale_of_a_fresh_benchmark(tmp_path):
     full = run_demo('--data', str(data), '--out', str(out), '--data-seed', '7', '--clips', '150', *shrink, timeout=900)
     assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
     assert 'loaded' in full.stdout and 'fitting' not in full.stdout and 'synthesising' not in full.stdout
-    # Two forked rendering workers (--jobs 2) scored the four LMs, each once.
-    assert len(re.findall(r'\[demo:generate\] \[\d/4\] \w+ \(.*\): \d+ clips in', full.stdout)) == 4, full.stdout[-3000:]
     results = json.loads((out / 'results.json').read_text())
     assert [(row['pool'], row['lambda'], row['seeds']) for row in results['rows']] == [('–', 0., [0, 1]), ('max', 3., [0, 1])]
     [versus] = results['vs_baseline']
