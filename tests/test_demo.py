@@ -141,7 +141,9 @@ def test_the_shipped_judge_is_the_one_each_preset_benchmark_and_codec_need(tmp_p
     judge = shipped_judge(wanted)
     assert judge is not None, f"{judge_asset(wanted['benchmark'])} is stale or missing: run `make judge`"
     assert judge.fitted_on == json.loads(json.dumps(wanted))
-    assert shipped_judge(judge_wanted(benchmark_stamp(num_clips=150, seed=7), codec_sha)) is None  # not ours: fit
+    other = judge_wanted(benchmark_stamp(num_clips=150, seed=7), codec_sha)
+    assert shipped_judge(other) is None  # no asset for that benchmark: the run fits its own
+    assert shipped_judge(other, folder=judge_asset(wanted['benchmark'])) is None  # fitted on another benchmark
     copy = tmp_path / 'judge_synth'
     shutil.copytree(judge_asset(wanted['benchmark']), copy)
     (copy / JUDGE_FILE).write_bytes((copy / JUDGE_FILE).read_bytes()[:-10] + b'0' * 10)
