@@ -18,7 +18,7 @@ demo: install  ## the embedded default: miniature Table 1, offline (FULL=1: all 
 	$(if $(filter train,$(CODEC)),$(PY) -m rr_audiocraft.codec train,$(PY) -m rr_audiocraft.codec verify)
 	$(PY) -m rr_audiocraft.demo $(if $(FULL),--full,)
 
-reproduce: install  ## all nine Table 1 rows x 3 seeds on 200 test captions, ~2.2 h on 2 cores, resumable; writes reproduce_out/ and docs/results.md
+reproduce: install  ## all nine Table 1 rows x 3 seeds on 200 test captions, ~1.7 h on 2 cores (102 min measured), resumable; writes reproduce_out/ and docs/results.md
 	$(PY) -m rr_audiocraft.codec verify
 	$(PY) -m rr_audiocraft.demo --preset reproduce
 

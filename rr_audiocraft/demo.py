@@ -562,11 +562,12 @@ LM_COMMON = ['dataset.batch_size=16', 'optim.updates_per_epoch=30', 'dataset.tra
              'dataset.generate.num_samples=1', 'dataset.generate.batch_size=1', 'generate.lm.gen_duration=1',
              'rr.encoder_cache_mb=256']
 PRESETS: tp.Dict[str, tp.Dict[str, tp.Any]] = {
-    # 6 LMs (λ = 0 and 3, 3 seeds) of 240 steps each, dim 64 x 2 layers: ~8 min on 2 cores
+    # 6 LMs (λ = 0 and 3, 3 seeds) of 240 steps each, dim 64 x 2 layers: ~6 min on 2 cores (6m03s measured)
     'demo': {'full': False, 'clips': 600, 'seeds': '0,1,2', 'out': DEFAULT_OUT, 'cache_epochs': 2,
              'lm': ['optim.epochs=8'] + LM_COMMON},
     # 27 LMs (nine rows, 3 seeds) of 840 steps each, dim 96 x 3 layers (the most source F1 per CPU-minute
-    # measured, docs/tuning.md), 200 test captions: ~2.2 h on 2 cores (129-137 min measured)
+    # measured, docs/tuning.md), 200 test captions: ~1.7 h on 2 cores (102 min measured on a fresh clone,
+    # shipped judge and the encoder-output cache)
     'reproduce': {'full': True, 'clips': 2000, 'seeds': '0,1,2', 'out': REPO_ROOT / 'reproduce_out', 'cache_epochs': 4,
                   'results_md': REPO_ROOT / 'docs' / 'results.md',
                   'lm': ['optim.epochs=28', 'transformer_lm.dim=96', 'transformer_lm.num_layers=3'] + LM_COMMON},
@@ -584,8 +585,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     from .codec import AssetError, asset_dir
     parser = argparse.ArgumentParser(prog='python -m rr_audiocraft.demo', description=__doc__.split('\n')[0])
     parser.add_argument('--preset', choices=sorted(PRESETS), default='demo',
-                        help="demo: λ=0 vs λ=3, 3 seeds, 600 clips, ~8 min (make demo); reproduce: the nine Table 1 "
-                             "rows, 3 seeds, 2000 clips (200 test captions), ~2.2 h (make reproduce). The options below "
+                        help="demo: λ=0 vs λ=3, 3 seeds, 600 clips, ~6 min (make demo); reproduce: the nine Table 1 "
+                             "rows, 3 seeds, 2000 clips (200 test captions), ~1.7 h (make reproduce). The options below "
                              "override the preset's values")
     parser.add_argument('--full', action='store_true', default=None, help="all nine Table 1 rows instead of λ=0 vs λ=3")
     parser.add_argument('--data', type=Path, default=None,

@@ -460,8 +460,11 @@ def _choice(rng: np.random.Generator, options: tp.Sequence[tp.Any]) -> tp.Any:
     return options[int(rng.integers(len(options)))]
 
 
-def describe(spec: ClipSpec, rng: np.random.Generator) -> str:
+def describe(spec: ClipSpec, rng: np.random.Generator, phrase_count: tp.Optional[int] = None) -> str:
     """Writes one natural-language caption for `spec`, choosing templates and synonyms with `rng`.
+
+    `phrase_count` writes the count phrases of that count instead of `spec.count`, from the same random
+    draws (`count_variants`): the caption differs only in its count phrase.
 
     Returns:
         str: e.g. "Two low beeps followed by a chime" or "A clap twice over a steady hiss".
@@ -476,11 +479,18 @@ def describe(spec: ClipSpec, rng: np.random.Generator) -> str:
     counted = spec.sources[0]
     singular, plural, verb = _choice(rng, _NOUNS[counted])
     noun_phrase = _with_article(adjective(counted) + singular)
-    adverb = _choice(rng, _COUNT_ADVERBS[spec.count])
+    shown = spec.count if phrase_count is None else phrase_count
+
+    def count_phrase(options: tp.Mapping[int, tp.Sequence[str]]) -> str:
+        # Drawn over spec.count's synonyms whatever is shown, so that the later draws stay the same.
+        index = int(rng.integers(len(options[spec.count])))
+        return options[shown][min(index, len(options[shown]) - 1)]
+
+    adverb = count_phrase(_COUNT_ADVERBS)
     counted_forms = [f'{noun_phrase} {adverb}', f'{noun_phrase} that {verb} {adverb}']
-    count_word = _choice(rng, _COUNT_WORDS[spec.count])
+    count_word = count_phrase(_COUNT_WORDS)
     # The count-word form ("two beeps") is the only one that stays unambiguous after "after"/"before".
-    numbered = f'{count_word} {adjective(counted)}{singular if spec.count == 1 else plural}'
+    numbered = f'{count_word} {adjective(counted)}{singular if shown == 1 else plural}'
     counted_forms.append(numbered)
     slots = {'counted': _choice(rng, counted_forms), 'numbered': numbered,
              'clause': f'{noun_phrase} {verb} {adverb}'}
@@ -659,6 +669,57 @@ def check_benchmark(root: tp.Union[str, Path], num_clips: int, seed: int, durati
         what = ', '.join(f"{key} {have!r} (wanted {want!r})" for key, (have, want) in different.items())
         raise BenchmarkError(f"{stamp_path} records another benchmark: {what}; {fix}.")
     return found
+
+
+def count_variants(root: tp.Union[str, Path], split: str,
+                   num_clips: tp.Optional[int] = None) -> tp.List[tp.Dict[int, str]]:
+    """The caption each clip of a split would have had for every count 1..`MAX_COUNT`.
+
+    Replays the split's generator from the seed in ``benchmark.json``: each variant keeps the clip's
+    template, nouns and register words and changes only the count phrase ("a bell twice" / "a bell three
+    times"), so the variant of the clip's own count is its caption.
+
+    Args:
+        root: a benchmark folder written by `generate_dataset` (this generator version).
+        split: 'train', 'valid' or 'test'.
+        num_clips: the split's first clips (default: all of them).
+    Returns:
+        list (one per clip, in manifest order) of dict count -> caption.
+    Raises:
+        BenchmarkError: the folder has no stamp of this generator version, or a replayed caption differs
+            from the clip's sidecar (the folder was edited or written by another generator).
+    """
+    root = Path(root)
+    stamp_path = root / STAMP_FILE
+    if not stamp_path.is_file():
+        raise BenchmarkError(f"{root} holds no {STAMP_FILE}, so its captions cannot be replayed; "
+                             f"point at a folder written by `python -m rr_audiocraft.data.synth`.")
+    stamp = json.loads(stamp_path.read_text())
+    if stamp.get('version') != BENCHMARK_VERSION:
+        raise BenchmarkError(f"{stamp_path} records generator version {stamp.get('version')!r}, this is version "
+                             f"{BENCHMARK_VERSION}: its captions cannot be replayed; regenerate the benchmark.")
+    available = split_sizes(int(stamp['num_clips']))[split]
+    num_clips = available if num_clips is None else num_clips
+    if not 1 <= num_clips <= available:
+        raise ValueError(f"The {split} split of {root} has {available} clips; asked for {num_clips}.")
+    rng = np.random.default_rng([int(stamp['seed']), SPLITS.index(split)])
+    variants = []
+    for index in range(num_clips):
+        spec = sample_spec(rng, split)
+        state = rng.bit_generator.state
+        caption = describe(spec, rng)
+        clip_variants = {}
+        for count in range(1, MAX_COUNT + 1):
+            replay = np.random.default_rng()
+            replay.bit_generator.state = state
+            clip_variants[count] = describe(spec, replay, phrase_count=count)
+        sidecar_path = root / split / f'{index:04d}.json'
+        recorded = json.loads(sidecar_path.read_text()).get('description') if sidecar_path.is_file() else None
+        if recorded != caption or clip_variants[spec.count] != caption:
+            raise BenchmarkError(f"{sidecar_path} does not hold the caption its seed replays ({caption!r}, found "
+                                 f"{recorded!r}): the benchmark was edited or written by another generator.")
+        variants.append(clip_variants)
+    return variants
 
 
 def load_clips(source: tp.Union[str, Path]) -> tp.Tuple[tp.List[np.ndarray], tp.List[tp.Dict[str, tp.Any]], int]:
