@@ -94,5 +94,7 @@ def test_the_probe_scores_a_trained_lm_through_the_cli(tiny_data, tiny_hf_musicg
 
     code, _, err = run_cli(count_probe.main, [name, '--data', str(tmp_path)], capsys)
     assert code == 2 and 'benchmark.json' in err
+    code, _, err = run_cli(count_probe.main, [name, '//sig/0badf00d', '--data', str(tiny_data)], capsys)
+    assert code == 2 and '0badf00d' in err
     assert torch.get_num_threads() == 1
 

@@ -116,6 +116,10 @@ def probe(name: str, data: tp.Union[str, Path], split: str = 'valid', num_clips:
                          f"captions); got {len(variants)}.")
     wavs, infos, sample_rate = synth.load_clips(Path(data) / 'egs' / split)
     wavs, infos = wavs[:len(variants)], infos[:len(variants)]
+    for info, clip in zip(infos, variants):
+        if clip.get(info['count']) != info['description']:
+            raise synth.BenchmarkError(f"The {split} manifest of {data} is not in the order its clips were written "
+                                       f"({info['name']}: {info['description']!r}); regenerate the benchmark.")
     compression_model, lm = load_models(name, device=device)
     ce = count_cross_entropies(compression_model, lm, wavs, sample_rate, variants)
     captions, num = [info['description'] for info in infos], len(infos)
@@ -136,7 +140,10 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     parser.add_argument('--clips', type=int, default=None, help="the split's first N clips (default: all)")
     parser.add_argument('--json', type=Path, default=None, help="also write the results as a JSON list")
     args = parser.parse_args(argv)
-    try:
+    from ..models.loaders import resolve_checkpoint
+    try:  # every name and the benchmark checked before the first LM is scored
+        for name in args.models:
+            resolve_checkpoint(name)
         if len(synth.count_variants(args.data, args.split, args.clips)) < 3:
             raise ValueError(f"the count probe needs at least 3 clips; got --clips {args.clips}")
     except (ValueError, FileNotFoundError) as error:
