@@ -106,11 +106,11 @@ def summarize(ce: np.ndarray, true_counts: tp.Sequence[int], num_resamples: int 
             'confusion': confusion.tolist()}
 
 
-def probe(name: str, data: tp.Union[str, Path], split: str = 'valid', num_clips: tp.Optional[int] = None,
-          device: str = 'cpu') -> tp.Dict[str, tp.Any]:
-    """Runs the probe of one LM (`//sig/SIG`, an export, a checkpoint: `models.loaders.load_models`)."""
-    from ..models.loaders import load_models
-    variants = synth.count_variants(data, split, num_clips)  # checks the benchmark before the LM loads
+def load_probe_clips(data: tp.Union[str, Path], split: str = 'valid', num_clips: tp.Optional[int] = None
+                     ) -> tp.Tuple[tp.List[np.ndarray], tp.List[dict], int, tp.List[tp.Dict[int, str]]]:
+    """The split's first clips, their sidecars, sample rate and count variants, checked against each other
+    (read once, then scored by every LM)."""
+    variants = synth.count_variants(data, split, num_clips)
     if len(variants) < 3:
         raise ValueError(f"The count probe needs at least 3 clips (the caption scale swaps in other clips' "
                          f"captions); got {len(variants)}.")
@@ -120,6 +120,15 @@ def probe(name: str, data: tp.Union[str, Path], split: str = 'valid', num_clips:
         if clip.get(info['count']) != info['description']:
             raise synth.BenchmarkError(f"The {split} manifest of {data} is not in the order its clips were written "
                                        f"({info['name']}: {info['description']!r}); regenerate the benchmark.")
+    return wavs, infos, sample_rate, variants
+
+
+def probe(name: str, clips: tp.Tuple[tp.List[np.ndarray], tp.List[dict], int, tp.List[tp.Dict[int, str]]],
+          device: str = 'cpu') -> tp.Dict[str, tp.Any]:
+    """Runs the probe of one LM (`//sig/SIG`, an export, a checkpoint: `models.loaders.load_models`) on
+    `load_probe_clips`' clips."""
+    from ..models.loaders import load_models
+    wavs, infos, sample_rate, variants = clips
     compression_model, lm = load_models(name, device=device)
     ce = count_cross_entropies(compression_model, lm, wavs, sample_rate, variants)
     captions, num = [info['description'] for info in infos], len(infos)
@@ -127,7 +136,7 @@ def probe(name: str, data: tp.Union[str, Path], split: str = 'valid', num_clips:
     swapped = [{1: captions[i], 2: captions[(i + num // 3) % num], 3: captions[(i + 2 * num // 3) % num]}
                for i in range(num)]
     scale = summarize(count_cross_entropies(compression_model, lm, wavs, sample_rate, swapped), [1] * num)
-    return {'model': name, 'data': str(data), 'split': split, **summarize(ce, [info['count'] for info in infos]),
+    return {'model': name, **summarize(ce, [info['count'] for info in infos]),
             'caption_scale': {'acc': scale['acc'], 'gain': scale['gain']}}
 
 
@@ -144,13 +153,12 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     try:  # every name and the benchmark checked before the first LM is scored
         for name in args.models:
             resolve_checkpoint(name)
-        if len(synth.count_variants(args.data, args.split, args.clips)) < 3:
-            raise ValueError(f"the count probe needs at least 3 clips; got --clips {args.clips}")
+        clips = load_probe_clips(args.data, args.split, args.clips)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     results = []
     for name in args.models:
-        result = probe(name, args.data, args.split, args.clips)
+        result = {**probe(name, clips), 'data': str(args.data), 'split': args.split}
         gain, scale = result['gain'], result['caption_scale']
         print(f"{name}: count acc {result['acc']:.3f} (majority {result['majority']:.3f}), ce gain of the true count "
               f"{gain['mean']:+.4f} [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}] nats/token over "
