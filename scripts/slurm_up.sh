@@ -362,6 +362,9 @@ else
 fi
 
 # ---------------------------------------------------------------- 6. slurmctld
+# A controller started here reloads the jobs saved by the previous one: step 8 looks at those.
+CTLD_STARTED=0
+ctld_ok || CTLD_STARTED=1
 ensure_daemon slurmctld ctld_ok "slurmctld not UP (scontrol ping) within 60 s" slurmctld
 
 # ---------------------------------------------------------------- 7. slurmd
@@ -380,9 +383,42 @@ else
   log "slurmd: ok, node localhost $(node_state)"
 fi
 
-# ---------------------------------------------------------------- 8. smoke job
+# ---------------------------------------------------------------- 8. jobs left from an earlier start
+# A slurmctld started by this script reloads the jobs its predecessor saved. One it lists as running
+# but without a slurmstepd on this node died with that predecessor (machine or container stopped,
+# daemons killed): Slurm does not purge it when the node's boot time predates the job, so it would hold
+# the node's CPUs until its time limit, and every new job, the smoke job first, would wait. Seen in CI
+# after a killed run. Pending jobs are real queued work and are kept, unless SLURM_UP_CANCEL_PENDING=1
+# (CI sets it: a throwaway cluster whose queue can only hold a killed earlier run's jobs).
+orphans=()
+if [ "$CTLD_STARTED" = 1 ]; then
+  while read -r id st; do
+    case "$st" in
+      R|CG|S) pgrep -f "^slurmstepd: \[$id\." >/dev/null || orphans+=("$id") ;;
+      PD) [ "${SLURM_UP_CANCEL_PENDING:-0}" != 1 ] || orphans+=("$id") ;;
+    esac
+  done < <(timeout 10 squeue -h -o '%A %t' 2>/dev/null || true)
+fi
+if [ ${#orphans[@]} -gt 0 ]; then
+  log "cancelling ${#orphans[@]} job(s) left from an earlier start (no process on the node$( [ "${SLURM_UP_CANCEL_PENDING:-0}" != 1 ] || echo ', or pending')): ${orphans[*]}"
+  timeout 10 scancel "${orphans[@]}" 2>/dev/null || true
+  orphans_gone() { [ -z "$(timeout 10 squeue -h -j "$(IFS=,; echo "${orphans[*]}")" -t PD,R,CG,S -o %A 2>/dev/null)" ]; }
+  wait_for 60 orphans_gone \
+    || fail "$LOGDIR/slurmctld.log" "jobs ${orphans[*]} still listed 60 s after scancel"
+fi
+pending=$(timeout 10 squeue -h -t PD -o %A 2>/dev/null | wc -l)
+[ "$pending" = 0 ] || log "$pending pending job(s) kept in the queue (squeue; SLURM_UP_CANCEL_PENDING=1 cancels them)"
+
+# ---------------------------------------------------------------- 9. smoke job
 # The shape Dora submits: N tasks on one node, N fake GPUs, --mem; sacct must then report COMPLETED.
 # srun rather than `sbatch --wait`: the latter polls with growing sleeps and adds ~10 s.
+# Skipped while running jobs (live ones, kept above) hold the node: it would only queue behind them.
+running=$(timeout 10 squeue -h -t R,CG -o %A 2>/dev/null | wc -l)
+if [ "$running" != 0 ]; then
+  log "smoke job skipped: $running job(s) running on the node (squeue)"
+  log "up: partition debug, node localhost $(node_state), cluster $CLUSTER"
+  exit 0
+fi
 ntasks=$(( CPUS < 2 ? 1 : 2 ))
 log "smoke job: srun $ntasks tasks, --gres=gpu:$FAKE_GPUS --mem=256M"
 out=$(cd /tmp && timeout 120 srun -J slurm-up-smoke -p debug -N1 --ntasks-per-node="$ntasks" --cpus-per-task=1 \

@@ -1,5 +1,5 @@
 """`dora grid` on a real Slurm: the tiny ablation grid with 2 ranks per XP, a cancelled job resumed, the
-global-batch L_rr across 2 Slurm tasks, and the submission check.
+global-batch L_rr across 2 Slurm tasks, the submission check, and `make slurm-up` after a crash.
 
 Everything runs the user's commands (`dora -P rr_audiocraft grid rr_ablation_tiny`, `sbatch`, `scancel`,
 `sacct`) against the cluster of `make slurm-up`; Dora's own view of the grid (its sheeps, their jobs and
@@ -165,3 +165,34 @@ def test_slurm_up_again_is_quick_and_changes_nothing():
     proc = run(['bash', 'scripts/slurm_up.sh'], timeout=120)
     assert '[slurm-up] already up' in proc.stdout, proc.stdout
     assert time.time() - started < 20
+
+
+def test_slurm_up_after_a_crash_cancels_the_jobs_that_died_with_it():
+    """Slurm killed with a job on the node (a stopped machine, a killed CI run): the restarted controller
+    reloads the job as running; slurm_up.sh must cancel it, or it holds both CPUs until its time limit.
+    Runs last: it restarts slurmctld and slurmd."""
+    job = run(['sbatch', '--parsable', '-J', 'rr-crashed', '-p', 'debug', '--ntasks=2', '--time=30',
+               '-o', '/dev/null', '--wrap', 'sleep 607']).stdout.strip()
+    running = f'^slurmstepd: \\[{job}\\.'
+    deadline = time.time() + 60
+    while subprocess.run(['pgrep', '-f', running], capture_output=True).returncode != 0:
+        assert time.time() < deadline, f"job {job} never started"
+        time.sleep(0.5)
+    # The crash must come after the controller saved the job as running: killed before, the job comes
+    # back pending and is started again, a case slurm_up leaves alone. A change to the job makes the
+    # controller save its job state file, so the next write of that file holds the job as running.
+    config = run(['scontrol', 'show', 'config']).stdout
+    job_state = Path(re.search(r'^StateSaveLocation\s*=\s*(\S+)', config, re.M).group(1)) / 'job_state'
+    seen_running = time.time()
+    run(['scontrol', 'update', f'JobId={job}', 'Comment=crashed-by-test'])
+    while job_state.stat().st_mtime <= seen_running:
+        assert time.time() < deadline + 60, f"slurmctld never saved its state after job {job} started"
+        time.sleep(0.5)
+    for how in [['-x', 'slurmctld'], ['-x', 'slurmd'], ['-f', running], ['-f', '^sleep 607']]:
+        subprocess.run(['pkill', '-KILL', *how])
+    time.sleep(1)
+    proc = run(['bash', 'scripts/slurm_up.sh'], timeout=300)
+    cancelled = [line for line in proc.stdout.splitlines() if 'left from an earlier start' in line]
+    assert len(cancelled) == 1 and cancelled[0].endswith(f'): {job}'), proc.stdout
+    assert 'tasks ran, sacct COMPLETED' in proc.stdout, proc.stdout
+    assert sacct_states([job]) == {job: 'CANCELLED'}
