@@ -22,7 +22,8 @@
 # and exits non-zero.
 #
 # Knobs (environment): SLURM_FAKE_GPUS (default 2), SLURM_MEM_RESERVE_MB (memory kept for the OS, default
-# the larger of 1024 MB and 10% of RAM), SLURM_UP_SMOKE=1 (run the smoke job even when already up).
+# the larger of 1024 MB and 10% of RAM), SLURM_UP_SMOKE=1 (run the smoke job even when already up),
+# SLURM_UP_CANCEL_PENDING=1 (also cancel the pending jobs a restarted controller reloads, step 8).
 set -euo pipefail
 
 FAKE_GPUS=${SLURM_FAKE_GPUS:-2}
@@ -386,10 +387,11 @@ fi
 # ---------------------------------------------------------------- 8. jobs left from an earlier start
 # A slurmctld started by this script reloads the jobs its predecessor saved. One it lists as running
 # but without a slurmstepd on this node died with that predecessor (machine or container stopped,
-# daemons killed): Slurm does not purge it when the node's boot time predates the job, so it would hold
-# the node's CPUs until its time limit, and every new job, the smoke job first, would wait. Seen in CI
-# after a killed run. Pending jobs are real queued work and are kept, unless SLURM_UP_CANCEL_PENDING=1
-# (CI sets it: a throwaway cluster whose queue can only hold a killed earlier run's jobs).
+# daemons killed). slurmctld 22.05 keeps it running after slurmd registers without it (seen here and in
+# CI after a killed run), so it would hold the node's CPUs until its time limit, and every new job, the
+# smoke job first, would wait. Pending jobs are real queued work and are kept, unless
+# SLURM_UP_CANCEL_PENDING=1 (CI sets it: a throwaway cluster whose queue can only hold a killed earlier
+# run's jobs).
 orphans=()
 if [ "$CTLD_STARTED" = 1 ]; then
   while read -r id st; do
