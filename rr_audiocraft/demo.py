@@ -31,7 +31,8 @@ DEFAULT_OUT = REPO_ROOT / 'demo_out'
 # Shown in the table, in this order: (history or report key, column title, higher is better).
 # `rr`/`rr_corr`: L_rr and the text-audio similarity correlation on the valid set with the captions nulled
 # (where RR acts), for every row: whether RR changed the structure it acts on (no better direction).
-METRICS = [('source_f1', 'source F1', True), ('count_acc', 'count acc', True), ('order_acc', 'order acc', True),
+METRICS = [('source_f1', 'source F1', True), ('count_acc', 'count acc', True), ('count_slope', 'count slope', True),
+           ('order_acc', 'order acc', True),
            ('kl', 'KL', False), ('fd', 'FD', False), ('valid_ce', 'valid ce', False),
            ('valid_rr', 'valid rr', None), ('valid_rr_corr', 'valid rr_corr', None)]
 
@@ -173,7 +174,7 @@ def judge_stage(data_dir: Path, stamp: tp.Dict[str, tp.Any], codec: tp.Any, code
 
 
 BAR = 0.9  # ceiling bar of count acc, source F1 and order acc
-SCALE_KEYS = ('count_acc', 'source_f1', 'order_acc', 'relation_acc')
+SCALE_KEYS = ('count_acc', 'count_slope', 'source_f1', 'order_acc', 'relation_acc')
 
 
 def derangement(num: int, seed: int) -> tp.List[int]:
@@ -264,6 +265,8 @@ def render_and_judge(sheep: tp.Any, captions: tp.List[tp.Optional[str]], judge: 
 
     Cached in `result_path` while it describes the same thing: the same checkpoint (its sha256),
     generation settings, captions and judge (`Judge.fitted_on`), with every sample still on disk.
+    Cached metrics that lack an outcome the scores now have (`OUTCOME_KEYS`: a metric was added since)
+    are recomputed from the samples on disk, without generating again.
     Samples go to `sample_dir/<reference clip stem>.wav`, so each pairs with its reference.
 
     Returns:
@@ -272,6 +275,7 @@ def render_and_judge(sheep: tp.Any, captions: tp.List[tp.Optional[str]], judge: 
     import soundfile as sf
     import torch
     from .codec import sha256_of
+    from .metrics.judge import OUTCOME_KEYS
     from .models import RRAudioGen
     cfg, sig = sheep.xp.cfg, sheep.xp.sig
     sample_paths = [sample_dir / f"{truth['name']}.wav" for truth in truths]
@@ -281,7 +285,14 @@ def render_and_judge(sheep: tp.Any, captions: tp.List[tp.Optional[str]], judge: 
                             'captions': captions}}
     cached = json.loads(result_path.read_text()) if result_path.exists() else {}
     if cached.get('stamp') == stamp and all(path.is_file() for path in sample_paths):
-        return cached['metrics'], True
+        missing = sorted(set(OUTCOME_KEYS) - set(cached['metrics']['clip_outcomes']))
+        if not missing:
+            return cached['metrics'], True
+        log('generate', f"{sig}: the scores on record lack {', '.join(missing)}: re-judging its samples on disk")
+        samples = [sf.read(path, dtype='float32') for path in sample_paths]
+        metrics = judge.score([wav for wav, _ in samples], truths, sample_rate=samples[0][1], references=wavs)
+        _write_result(result_path, stamp, metrics)
+        return metrics, True
     model = RRAudioGen.get_pretrained(f'//sig/{sig}', device='cpu')
     model.set_generation_params(use_sampling=True, top_k=stamp['generation']['top_k'],
                                 temperature=stamp['generation']['temperature'], duration=duration,
@@ -293,11 +304,16 @@ def render_and_judge(sheep: tp.Any, captions: tp.List[tp.Optional[str]], judge: 
     for path, wav in zip(sample_paths, generated):
         sf.write(path, wav, model.sample_rate)
     metrics = judge.score(list(generated), truths, sample_rate=model.sample_rate, references=wavs)
+    _write_result(result_path, stamp, metrics)
+    return metrics, False
+
+
+def _write_result(result_path: Path, stamp: tp.Dict[str, tp.Any], metrics: tp.Dict[str, tp.Any]) -> None:
+    """Writes `render_and_judge`'s record whole or not at all (an interrupted write leaves no half file)."""
     result_path.parent.mkdir(parents=True, exist_ok=True)
     partial = result_path.with_suffix('.partial')
     partial.write_text(json.dumps({'stamp': stamp, 'metrics': metrics}))
     partial.replace(result_path)
-    return metrics, False
 
 
 def generate_and_judge(sheeps: tp.List[tp.Any], judge: tp.Any, wavs: tp.List[tp.Any], truths: tp.List[dict],
@@ -341,11 +357,11 @@ def unconditional_floor(sheeps: tp.List[tp.Any], judge: tp.Any, wavs: tp.List[tp
                                        out_dir / 'xps' / sheep.xp.sig / 'unconditional.json', duration, gen_seed)
     log('generate', f"unconditional floor ({sheep.xp.sig} given empty captions): " + (
         'cached' if cached else f"{time.time() - start:.0f} s") + ', ' +
-        ', '.join(f"{key} {metrics[key]:.3f}" for key in ('count_acc', 'source_f1', 'order_acc')))
+        ', '.join(f"{key} {metrics[key]:.3f}" for key in ('count_acc', 'count_slope', 'source_f1', 'order_acc')))
     return {**metrics, 'sig': sheep.xp.sig, 'seed': int(sheep.xp.cfg.seed)}
 
 
-JUDGE_METRICS = ('source_f1', 'count_acc', 'order_acc')  # per-clip outcomes, paired bootstrap / permutation
+JUDGE_METRICS = ('source_f1', 'count_acc', 'count_slope', 'order_acc')  # per-clip outcomes, paired bootstrap / permutation
 
 
 def mean_ci(values: tp.List[float]) -> tp.Dict[str, tp.Any]:
@@ -544,9 +560,11 @@ def results_markdown(table: str, results: tp.Dict[str, tp.Any], command: str, pl
         f"{results['codec']['sha256'][:16]}...; seeds and test captions fixed before training, none dropped.", '',
         table, '',
         f"![comparison]({plot})", '',
-        "Judge metrics: count acc (the counted source heard the right number of times), source F1 (sources "
-        "heard vs named), order acc ('then' captions in the named order); the scale rows bound what any LM "
-        "can reach through this codec (ceiling) and what ignoring the captions gives (floors).", '',
+        "Judge metrics: count acc (the counted source heard the right number of times), count slope (events "
+        "heard per event asked: the least-squares slope of the heard count on the caption's count over clips, "
+        "1 for counts followed exactly, ~0 for counts ignored), source F1 (sources heard vs named), order acc "
+        "('then' captions in the named order); the scale rows bound what any LM can reach through this codec "
+        "(ceiling) and what ignoring the captions gives (floors).", '',
         "The paper's Table 1 reports FAD, KL and CLAP of 300M LMs on AudioCaps-scale data; those columns are not "
         "reproduced here (no such data or evaluation models offline) and their values are not transcribed: read "
         "them in Table 1 of arXiv 2309.08773. This table asks the same question (does RR make the audio follow "

@@ -72,6 +72,27 @@ def test_until_ceiling_writes_the_scale_of_a_fresh_benchmark(tmp_path):
     rerun = run_demo('--data', str(data), '--out', str(out), '--data-seed', '7', '--clips', '150', *shrink, timeout=900)
     assert rerun.returncode == 0 and rerun.stdout.count(': cached') == 5, rerun.stdout[-3000:]
     assert json.loads((out / 'results.json').read_text())['rows'] == results['rows']
+    # Scores cached before a metric was added (here: the count slope's outcomes taken out of one XP's
+    # record) are recomputed from that XP's samples on disk; nothing is trained or generated again.
+    from rr_audiocraft.metrics.judge.scores import OUTCOME_KEYS
+    judge_json = out / 'xps' / results['runs'][0]['sig'] / 'judge.json'
+    record = json.loads(judge_json.read_text())
+    for key in ('asked', 'heard', 'asked_squared', 'asked_heard'):
+        del record['metrics']['clip_outcomes'][key]
+    judge_json.write_text(json.dumps(record))
+    samples = {path: path.stat().st_mtime_ns for path in Path(results['runs'][0]['samples']).glob('*.wav')}
+    rejudged = run_demo('--data', str(data), '--out', str(out), '--data-seed', '7', '--clips', '150', *shrink,
+                        timeout=900)
+    assert rejudged.returncode == 0 and rejudged.stdout.count(': cached') == 5, rejudged.stdout[-3000:]
+    assert rejudged.stdout.count('re-judging its samples on disk') == 1, rejudged.stdout[-3000:]
+    assert set(json.loads(judge_json.read_text())['metrics']['clip_outcomes']) == set(OUTCOME_KEYS)
+    assert {path: path.stat().st_mtime_ns for path in samples} == samples
+    rows = json.loads((out / 'results.json').read_text())['rows']
+    for row, before in zip(rows, results['rows']):
+        for key in ('source_f1', 'count_acc', 'count_slope'):
+            assert set(row[key]) == {'mean', 'ci95'}
+        # The samples on disk are 16-bit: a judge decision may flip on one of the 30 clips, no more.
+        assert abs(row['count_acc']['mean'] - before['count_acc']['mean']) <= 1 / 30 + 1e-9
 
 
 def test_a_corrupted_codec_stops_the_demo_first(tmp_path):

@@ -3,8 +3,9 @@
 Every row of the miniature Table 1 generates the same test captions with the same LM seeds, so
 rows are compared *paired*: clip (seed s, caption c) of a row against clip (s, c) of the baseline.
 The unit of each metric is the per-clip outcome of `scores.clip_outcomes` (true / false positives
-and negatives of sources, count hit, order hit); a metric is computed from their sums, so source F1
-and order accuracy are micro-averaged over all clips of a row, exactly as `score_predictions` does.
+and negatives of sources, count hit, order hit, asked and heard counts); a metric is computed from
+their sums, so source F1 and order accuracy are micro-averaged and the count slope fitted over all
+clips of a row, exactly as `score_predictions` does.
 
 - `row_summary`: each metric of one row with a 95 % bootstrap interval.
 - `paired_comparison`: a row minus the baseline per metric, a 95 % bootstrap interval of that
@@ -31,7 +32,7 @@ import numpy as np
 from .judge.scores import OUTCOME_KEYS, metrics_from_sums
 
 Outcomes = tp.Mapping[str, np.ndarray]  # outcome key -> [num_seeds, num_captions]
-METRIC_KEYS = ('source_f1', 'count_acc', 'order_acc')
+METRIC_KEYS = ('source_f1', 'count_acc', 'count_slope', 'order_acc')
 
 
 def stack_seeds(per_seed: tp.Sequence[tp.Mapping[str, tp.Sequence[float]]]) -> tp.Dict[str, np.ndarray]:

@@ -4,7 +4,9 @@
 that `score_predictions` (`Judge.score` predicts and calls it) and the paired statistics of
 `rr_audiocraft.metrics.paired` (which resample the clips) compute the same thing. Per
 clip, against the caption's ground truth (the sidecar): source micro-F1, count accuracy, order
-accuracy (over "then" captions, the only ones that fix an order) and relation accuracy, plus which
+accuracy (over "then" captions, the only ones that fix an order), count slope (events heard per event
+asked, which credits a count followed in part, where count accuracy only credits the exact count) and
+relation accuracy, plus which
 sources were heard but absent or missed (a codec's hiss heard as `noise`, its rumble as `hum`).
 Against reference clips of the same captions: `kl` (the analogue of AudioCraft's PaSST KL over the
 judge's label posteriors) and `fd` (the analogue of FAD over its embeddings).
@@ -53,22 +55,30 @@ def kl_divergence(target_probs: np.ndarray, pred_probs: np.ndarray, epsilon: flo
 
 
 # Per-clip outcomes (`clip_outcomes`); every adherence metric is a function of their sums.
-OUTCOME_KEYS = ('clips', 'true_positives', 'false_positives', 'false_negatives', 'count_hit', 'ordered', 'order_hit')
+OUTCOME_KEYS = ('clips', 'true_positives', 'false_positives', 'false_negatives', 'count_hit', 'ordered', 'order_hit',
+                'asked', 'heard', 'asked_squared', 'asked_heard')
+# Heard counts above this read as this in the count slope: one more than the benchmark's largest count
+# (3), so that a few runaway clips (the judge hears up to 10 events in some generated ones) cannot
+# outweigh the rest of a row.
+HEARD_COUNT_CAP = 4
 
 
 def clip_outcomes(predictions: tp.Sequence[Prediction], truths: tp.Sequence[Truth]) -> tp.Dict[str, tp.List[int]]:
     """What each clip contributes to the adherence metrics, key (`OUTCOME_KEYS`) -> one int per clip:
     the clip itself (1), sources heard and there, heard but not there, there but missed; whether the count is right;
-    whether the caption fixes an order ("then") and whether the heard order is it."""
+    whether the caption fixes an order ("then") and whether the heard order is it; the count asked (c), the
+    count heard (h, at most `HEARD_COUNT_CAP`), c² and c·h, whose sums give the count slope."""
     check_truths(truths, len(predictions))
     outcomes: tp.Dict[str, tp.List[int]] = {key: [] for key in OUTCOME_KEYS}
     for prediction, truth in zip(predictions, truths):
         predicted, expected = set(prediction['sources']), set(truth['sources'])
         ordered = truth.get('relation') == 'then'
+        asked, heard = int(truth['count']), min(int(prediction['count']), HEARD_COUNT_CAP)
         for key, value in zip(OUTCOME_KEYS, (
                 1, len(predicted & expected), len(predicted - expected), len(expected - predicted),
                 prediction['count'] == truth['count'], ordered,
-                ordered and list(prediction['order']) == list(truth['sources']))):
+                ordered and list(prediction['order']) == list(truth['sources']),
+                asked, heard, asked * asked, asked * heard)):
             outcomes[key].append(int(value))
     return outcomes
 
@@ -80,16 +90,27 @@ def _ratio(numerator: tp.Any, denominator: tp.Any, empty: float) -> np.ndarray:
 
 
 def metrics_from_sums(sums: tp.Mapping[str, tp.Any]) -> tp.Dict[str, tp.Any]:
-    """source_f1 (micro), count_acc and order_acc from the sums of `clip_outcomes` over clips.
+    """source_f1 (micro), count_acc, count_slope and order_acc from the sums of `clip_outcomes` over clips.
+
+    count_slope is the least-squares slope of the heard count on the asked count over the clips,
+    (n Σch - Σc Σh) / (n Σc² - (Σc)²): 1 when every clip is heard with its caption's count, about 0
+    when the heard count does not depend on the asked one (an LM that ignores the count, references
+    against shuffled captions), 0.2 when a clip asked for one more event has 0.2 more on average.
 
     Works elementwise on arrays of sums (e.g. one per bootstrap resample); a metric without clips
-    (order accuracy without "then" captions) is NaN, source F1 without any source is 1.
+    (order accuracy without "then" captions; the count slope when every caption asks the same count)
+    is NaN, source F1 without any source is 1.
     """
     true_positives = np.asarray(sums['true_positives'], dtype=np.float64)
+    clips, asked = np.asarray(sums['clips'], dtype=np.float64), np.asarray(sums['asked'], dtype=np.float64)
+    # Exact in float64 for integer sums: the spread of the asked counts is 0 only when they are all equal.
+    asked_spread = clips * np.asarray(sums['asked_squared'], dtype=np.float64) - asked * asked
     return {'source_f1': _ratio(2 * true_positives,
                                 2 * true_positives + np.asarray(sums['false_positives']) + np.asarray(sums['false_negatives']),
                                 1.),
             'count_acc': _ratio(sums['count_hit'], sums['clips'], np.nan),
+            'count_slope': _ratio(clips * np.asarray(sums['asked_heard'], dtype=np.float64)
+                                  - asked * np.asarray(sums['heard'], dtype=np.float64), asked_spread, np.nan),
             'order_acc': _ratio(sums['order_hit'], sums['ordered'], np.nan)}
 
 
@@ -110,7 +131,7 @@ def score_predictions(predictions: tp.Sequence[Prediction], truths: tp.Sequence[
             adds `kl` and `fd`.
         fd_ridge: see `frechet_distance`.
     Returns:
-        dict with source_f1, count_acc, order_acc ("then" captions; NaN if none), relation_acc
+        dict with source_f1, count_acc, count_slope, order_acc ("then" captions; NaN if none), relation_acc
         (NaN if the truths have no relation), num_clips, heard_absent and missed (source ->
         number of clips, most frequent first), clip_outcomes (`clip_outcomes`: what the paired
         statistics of `rr_audiocraft.metrics.paired` resample) and, with references, kl (mean over clips of
