@@ -357,7 +357,7 @@ def unconditional_floor(sheeps: tp.List[tp.Any], judge: tp.Any, wavs: tp.List[tp
                                        out_dir / 'xps' / sheep.xp.sig / 'unconditional.json', duration, gen_seed)
     log('generate', f"unconditional floor ({sheep.xp.sig} given empty captions): " + (
         'cached' if cached else f"{time.time() - start:.0f} s") + ', ' +
-        ', '.join(f"{key} {metrics[key]:.3f}" for key in ('count_acc', 'count_slope', 'source_f1', 'order_acc')))
+        ', '.join(f"{key} {metrics[key]:.3f}" for key in JUDGE_METRICS))
     return {**metrics, 'sig': sheep.xp.sig, 'seed': int(sheep.xp.cfg.seed)}
 
 

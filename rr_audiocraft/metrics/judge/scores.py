@@ -108,7 +108,7 @@ def metrics_from_sums(sums: tp.Mapping[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     return {'source_f1': _ratio(2 * true_positives,
                                 2 * true_positives + np.asarray(sums['false_positives']) + np.asarray(sums['false_negatives']),
                                 1.),
-            'count_acc': _ratio(sums['count_hit'], sums['clips'], np.nan),
+            'count_acc': _ratio(sums['count_hit'], clips, np.nan),
             'count_slope': _ratio(clips * np.asarray(sums['asked_heard'], dtype=np.float64)
                                   - asked * np.asarray(sums['heard'], dtype=np.float64), asked_spread, np.nan),
             'order_acc': _ratio(sums['order_hit'], sums['ordered'], np.nan)}
