@@ -8,11 +8,15 @@ Stages, each cached so a rerun picks up where the last one stopped:
   4. scale    the judge on the clean test references, on their round trips (the ceiling for any LM) and
               on the references against shuffled captions (the floor); `--until ceiling` stops here
   5. train    the tiny grid `dora_grids/rr_ablation_tiny` through `grid_local` (λ=0 vs λ=3, ≥ 2 seeds;
-              `--full`: the nine Table 1 rows), two XPs at a time, first its token-cache writers
+              `--full`: the nine Table 1 rows; `--rows`: chosen ones), two XPs at a time, first its
+              token-cache writers
   6. generate every trained LM renders the test captions with CFG (held-out source pairs); the first
               λ=0 LM also renders them without captions (the unconditional floor)
   7. judge    judge metrics per XP, then a Table-1-style table (mean ± 95 % CI over seeds), a PNG plot,
               the generated wavs and a PNG grid of spectrograms.
+
+`--combine DIR DIR ...` pools finished runs of the same rows on other benchmarks (`--data-seed`) into one
+table, paired over all their captions (`combine_results`).
 """
 import argparse
 import json
@@ -225,16 +229,16 @@ def scale_stage(judge: tp.Any, codec: tp.Any, wavs: tp.List[tp.Any], truths: tp.
     return {'judge_clean': judge_clean, 'ceiling': ceiling, 'floor': floor}
 
 
-def train_stage(data_dir: Path, compression: str, seeds: tp.List[int], full: bool,
+def train_stage(data_dir: Path, compression: str, seeds: tp.List[int], rows: tp.Sequence[tuple],
                 lm_overrides: tp.List[str], jobs: int = 2, cache_epochs: int = 2) -> tp.List[tp.Any]:
-    """Trains the tiny grid's LMs (`dora_grids.rr_ablation_tiny.TinyGrid`) through `grid_local`, `jobs` at
+    """Trains the tiny grid's LMs (`dora_grids.rr_ablation_tiny.TinyGrid`) of the (pooling, CFG ratio, λ)
+    `rows` over `seeds` through `grid_local`, `jobs` at
     a time, on batches read from AudioCraft's token cache (written first by the grid's cache writers,
     so the audio is encoded once for all LMs); returns their Dora sheeps in grid order (finished XPs
     are skipped, an interrupted one resumes)."""
-    from dora_grids.rr_ablation import TABLE1
-    from dora_grids.rr_ablation_tiny import DEFAULT_ROWS, TinyGrid
+    from dora_grids.rr_ablation_tiny import TinyGrid
     from . import grid_local
-    grid = TinyGrid(data=data_dir, compression=compression, seeds=seeds, rows=TABLE1 if full else DEFAULT_ROWS,
+    grid = TinyGrid(data=data_dir, compression=compression, seeds=seeds, rows=list(rows),
                     overrides=lm_overrides, token_cache=True, cache_epochs=cache_epochs,
                     cache_shards=min(jobs, 2))
     for name, explorer in (('rr_ablation_tiny_cache', grid.cache_explorer()), ('rr_ablation_tiny', grid.explorer())):
@@ -444,11 +448,12 @@ def format_table(rows: tp.List[dict], vs_baseline: tp.List[dict], scale: tp.Dict
         cells = [f"{metrics[key]:.3f}" if key in metrics else '' for key, _, _ in METRICS]
         lines.append(f"| {title} | | | | " + ' | '.join(cells) + ' |')
     lines.append('')
-    lines.append(f"Test captions: {scale['ceiling']['num_clips']} (held-out source pairs); the judge on the clean "
-                 f"references: count acc {scale['judge_clean']['count_acc']:.3f}, source F1 "
-                 f"{scale['judge_clean']['source_f1']:.3f}, order acc {scale['judge_clean']['order_acc']:.3f}. "
-                 "Judge metrics: pooled over seeds and captions, 95 % bootstrap interval (seeds and captions "
-                 "resampled); valid ce, KL, FD: mean over seeds, 95 % Student-t interval.")
+    if 'ceiling' in scale:  # a combined table (`combine_results`) has no single scale
+        lines.append(f"Test captions: {scale['ceiling']['num_clips']} (held-out source pairs); the judge on the clean "
+                     f"references: count acc {scale['judge_clean']['count_acc']:.3f}, source F1 "
+                     f"{scale['judge_clean']['source_f1']:.3f}, order acc {scale['judge_clean']['order_acc']:.3f}. "
+                     "Judge metrics: pooled over seeds and captions, 95 % bootstrap interval (seeds and captions "
+                     "resampled); valid ce, KL, FD: mean over seeds, 95 % Student-t interval.")
     if vs_baseline:
         lines += ['', f"Against the baseline (pool {BASELINE_ROW[0]}, CFG {BASELINE_ROW[1]:g}, λ {BASELINE_ROW[2]:g}), "
                   "paired over the same seeds and captions: difference [95 % bootstrap interval] (permutation p)", '',
@@ -458,6 +463,73 @@ def format_table(rows: tp.List[dict], vs_baseline: tp.List[dict], scale: tp.Dict
             cells = [f"{_cell(entry[key], 'difference')} (p {entry[key]['p_value']:.3g})" for key in JUDGE_METRICS]
             lines.append(f"| {entry['pool']} | {entry['cfg']:g} | {entry['lambda']:g} | " + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
+
+
+def combine_results(folders: tp.Sequence[Path]) -> tp.Dict[str, tp.Any]:
+    """Several runs of the same rows on different benchmarks (e.g. `--data-seed` 0, 1, 2) as one table.
+
+    For each (row, LM seed) the per-clip outcomes of every run are concatenated, so each row is pooled
+    over all benchmarks' captions and the paired bootstrap and permutation test of `summarise` run over
+    them (captions stay the exchangeable units; a bootstrap seed draws that seed's LMs of every
+    benchmark together). Per-XP scalars (valid ce, KL, FD, valid rr) are the benchmarks' mean per seed.
+    Only rows present, with the same seeds, in every run are kept.
+
+    Args:
+        folders: results folders of `demo` runs (each holding the `results.json` it wrote).
+    Returns:
+        dict: `benchmarks` (each run's folder and benchmark stamp), `rows`, `vs_baseline` (as in
+        results.json) and `dropped_rows` (rows missing from some run).
+    Raises:
+        ValueError: fewer than two runs, a run without results, two runs on the same benchmark (its
+            captions would count twice) or on different codecs, or no baseline row common to all.
+    """
+    import numpy as np
+    if len(folders) < 2:
+        raise ValueError("give at least two results folders to combine")
+    loaded = []
+    for folder in folders:
+        path = Path(folder) / 'results.json'
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist: point at the --out folder of a finished demo or reproduce run")
+        results = json.loads(path.read_text())
+        if 'runs' not in results:
+            raise ValueError(f"{path} holds no trained rows (a --until ceiling run?)")
+        loaded.append((Path(folder), results))
+    stamps = [{k: v for k, v in results['benchmark'].items() if k != 'path'} for _, results in loaded]
+    for i, stamp in enumerate(stamps):
+        if stamp in stamps[:i]:
+            raise ValueError(f"{loaded[i][0]} and {loaded[stamps.index(stamp)][0]} ran on the same benchmark "
+                             f"({stamp}): its captions would count twice")
+    codecs = {results['codec']['sha256'] for _, results in loaded}
+    if len(codecs) > 1:
+        raise ValueError(f"the runs used different codecs ({sorted(c[:16] for c in codecs)}): their tables "
+                         "do not measure the same thing")
+    keyed = [{(tuple(run['row']), run['seed']): run for run in results['runs']} for _, results in loaded]
+
+    def seeds_of(runs: tp.Mapping[tuple, dict], row: tuple) -> tp.List[int]:
+        return sorted(seed for (other, seed) in runs if other == row)
+    first_order = list(dict.fromkeys(row for row, _ in keyed[0]))
+    kept_rows = [row for row in first_order if all(seeds_of(runs, row) == seeds_of(keyed[0], row) for runs in keyed)]
+    if BASELINE_ROW not in kept_rows:
+        raise ValueError(f"the baseline row {BASELINE_ROW} with the same seeds is not in every run")
+    merged = []
+    for row in kept_rows:
+        for seed in seeds_of(keyed[0], row):
+            runs = [by_key[(row, seed)] for by_key in keyed]
+            outcomes = {name: np.concatenate([np.asarray(run['metrics']['clip_outcomes'][name], dtype=float)
+                                              for run in runs]).tolist()
+                        for name in runs[0]['metrics']['clip_outcomes']}
+            metrics: tp.Dict[str, tp.Any] = {'clip_outcomes': outcomes}
+            for name in ('kl', 'fd', 'valid_ce', 'valid_rr', 'valid_rr_corr'):
+                values = [run['metrics'].get(name) for run in runs]
+                values = [v for v in values if v is not None and not math.isnan(v)]
+                metrics[name] = float(np.mean(values)) if values else None
+            merged.append({'row': list(row), 'seed': seed, 'sigs': [run['sig'] for run in runs], 'metrics': metrics})
+    all_rows = {row for runs in keyed for row, _ in runs}
+    rows, vs_baseline = summarise(merged)
+    return {'benchmarks': [{'folder': str(folder), **stamp} for (folder, _), stamp in zip(loaded, stamps)],
+            'rows': rows, 'vs_baseline': vs_baseline,
+            'dropped_rows': [list(row) for row in sorted(all_rows - set(kept_rows), key=str)]}
 
 
 def plot_comparison(rows: tp.List[dict], path: Path) -> None:
@@ -592,6 +664,35 @@ PRESETS: tp.Dict[str, tp.Dict[str, tp.Any]] = {
 }
 
 
+def parse_rows(value: str) -> tp.List[tp.Tuple[tp.Optional[str], float, float]]:
+    """`--rows`: comma-separated POOL/CFG/λ rows, POOL 'none' (or '-') for no RR (λ = 0), e.g.
+    'none/0.1/0,average/0.1/3'.
+    The baseline (–, 0.1, 0) must be among them: every other row is compared with it."""
+    rows = []
+    for item in value.split(','):
+        parts = item.strip().split('/')
+        if len(parts) != 3:
+            raise ValueError(f"row {item.strip()!r} is not POOL/CFG/LAMBDA (e.g. max/0.1/3, none/0.1/0)")
+        pool = None if parts[0] in ('none', '-', '–') else parts[0]
+        try:
+            cfg, weight = float(parts[1]), float(parts[2])
+        except ValueError:
+            raise ValueError(f"row {item.strip()!r}: CFG and λ must be numbers") from None
+        if pool not in (None, 'max', 'average'):
+            raise ValueError(f"row {item.strip()!r}: pooling must be max, average or none (no RR), got {pool!r}")
+        if not 0 <= cfg < 1 or weight < 0:
+            raise ValueError(f"row {item.strip()!r}: CFG dropout must be in [0, 1) and λ >= 0")
+        if (pool is None) != (weight == 0):
+            raise ValueError(f"row {item.strip()!r}: give a pooling with λ > 0 and 'none' with λ = 0")
+        row = (pool, cfg, weight)
+        if row in rows:
+            raise ValueError(f"row {item.strip()!r} is given twice")
+        rows.append(row)
+    if (None, 0.1, 0.) not in rows:
+        raise ValueError("the rows must include the baseline none/0.1/0: every other row is compared with it")
+    return rows
+
+
 def default_data(seed: int, clips: int) -> Path:
     """data/synth for the default benchmark (seed 0, 600 clips), else data/synth-seed<S>[-<N>clips]."""
     if seed == 0 and clips == 600:
@@ -607,6 +708,9 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
                              "rows, 3 seeds, 2000 clips (200 test captions), ~1.7 h (make reproduce). The options below "
                              "override the preset's values")
     parser.add_argument('--full', action='store_true', default=None, help="all nine Table 1 rows instead of λ=0 vs λ=3")
+    parser.add_argument('--rows', default=None,
+                        help="the rows to train instead, comma-separated POOL/CFG/λ with the baseline among them, "
+                             "e.g. none/0.1/0,max/0.1/3,average/0.1/3 (POOL none: no RR)")
     parser.add_argument('--data', type=Path, default=None,
                         help="benchmark folder (default: data/synth for the 600 clips of seed 0, else "
                              "data/synth-seed<S>[-<N>clips])")
@@ -629,13 +733,43 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
                              "assets/judge_synth-seed<S>-<N>clips with its asset.json (`make judge`)")
     parser.add_argument('--results-md', type=Path, default=None,
                         help="also write the table as a Markdown page (reproduce: docs/results.md)")
+    parser.add_argument('--combine', nargs='+', type=Path, default=None, metavar='RESULTS_DIR',
+                        help="pool finished runs of the same rows on different benchmarks (e.g. --data-seed 0, 1, 2) "
+                             "into one table with paired statistics over all their captions; writes "
+                             "combined.json and combined.md into --out (default: the first folder); trains nothing")
     parser.add_argument('--lm', nargs='*', default=None,
                         help="overrides of each LM XP (solver=rr_audiogen/tiny), replacing the preset's")
     args = parser.parse_args(argv)
+    if args.combine is not None:
+        try:
+            combined = combine_results(args.combine)
+        except ValueError as error:
+            raise SystemExit(f"error: --combine: {error}") from None
+        out_dir = (args.out or args.combine[0]).resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        table = format_table(combined['rows'], combined['vs_baseline'], {})
+        seeds = ', '.join(str(bench['seed']) for bench in combined['benchmarks'])
+        note = (f"Benchmarks of data seeds {seeds} pooled: judge metrics over all their captions and each row's LM "
+                "seeds (95 % bootstrap interval), valid ce, KL, FD: mean over seeds of the benchmarks' mean.")
+        if combined['dropped_rows']:
+            note += f" Rows not in every run, left out: {combined['dropped_rows']}."
+        (out_dir / 'combined.json').write_text(json.dumps(combined, indent=1) + '\n')
+        (out_dir / 'combined.md').write_text(table + '\n\n' + note + '\n')
+        print(table + '\n\n' + note + f"\nWritten: {out_dir / 'combined.json'}, {out_dir / 'combined.md'}")
+        return
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     seeds = [int(s) for s in args.seeds.split(',') if s.strip()]
+    if args.rows is not None:
+        try:
+            rows = parse_rows(args.rows)
+        except ValueError as error:
+            parser.error(f"--rows: {error}")
+    else:
+        from dora_grids.rr_ablation import TABLE1
+        from dora_grids.rr_ablation_tiny import DEFAULT_ROWS
+        rows = TABLE1 if args.full else DEFAULT_ROWS
     if len(seeds) < 2:
         parser.error("--seeds: give at least 2 seeds for a confidence interval")
     if args.clips < 50:
@@ -682,7 +816,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
         print(f"Scale of the judge: {out_dir / 'results.json'}")
         return
     from .codec import compression_reference
-    sheeps = timed('train', lambda: train_stage(data_dir, compression_reference(codec_dir), seeds, args.full, args.lm,
+    sheeps = timed('train', lambda: train_stage(data_dir, compression_reference(codec_dir), seeds, rows, args.lm,
                                                 jobs=args.jobs, cache_epochs=args.cache_epochs))
     duration = 4.0
     runs = timed('generate', lambda: generate_and_judge(sheeps, judge, test_wavs, test_truths, out_dir, duration,

@@ -183,3 +183,86 @@ def test_presets_ask_for_what_the_two_commands_promise():
     assert reproduce['results_md'] == REPO_ROOT / 'docs' / 'results.md'
     assert default_data(0, 600) == DEFAULT_DATA
     assert default_data(0, 2000).name == 'synth-seed0-2000clips' and default_data(3, 600).name == 'synth-seed3'
+
+
+def test_rows_chosen_on_the_command_line_are_parsed_or_refused_before_any_work(tmp_path):
+    """`--rows` trains a chosen subset of Table 1 (e.g. a replication of two rows against the baseline):
+    POOL/CFG/λ items become the grid's (pooling, CFG ratio, λ) rows; a malformed set stops the demo with
+    one line naming the row, before the codec is checked or a benchmark written."""
+    from rr_audiocraft.demo import parse_rows
+    assert parse_rows('none/0.1/0,max/0.1/3,average/0.1/3') == [(None, 0.1, 0.), ('max', 0.1, 3.), ('average', 0.1, 3.)]
+    assert parse_rows('max/0.2/3, -/0.1/0') == [('max', 0.2, 3.), (None, 0.1, 0.)]
+    for bad, message in [('max/0.1/3', 'must include the baseline none/0.1/0'),
+                         ('none/0.1/0,max/0.1', "'max/0.1' is not POOL/CFG/LAMBDA"),
+                         ('none/0.1/0,mean/0.1/3', "pooling must be max, average or none"),
+                         ('none/0.1/0,none/0.2/3', "give a pooling with λ > 0"),
+                         ('none/0.1/0,max/0.1/0', "give a pooling with λ > 0"),
+                         ('none/0.1/0,max/1.5/3', r'CFG dropout must be in \[0, 1\)'),
+                         ('none/0.1/0,none/0.1/0', 'given twice'), ('none/x/0', 'must be numbers')]:
+        with pytest.raises(ValueError, match=message):
+            parse_rows(bad)
+    proc = run_demo('--data', str(tmp_path / 'bench'), '--out', str(tmp_path / 'out'), '--rows', 'max/0.1/3',
+                    timeout=120)
+    assert proc.returncode == 2 and '--rows: the rows must include the baseline' in proc.stderr
+    assert 'Traceback' not in proc.stderr and not (tmp_path / 'bench').exists() and not (tmp_path / 'out').exists()
+
+
+def test_combine_pools_runs_of_other_benchmarks_over_all_their_captions(tmp_path):
+    """`--combine`: runs of the same rows on two benchmarks become one table whose judge metrics are those
+    of all their clips together, compared with the baseline as one paired set; rows missing from a run
+    are left out and named; the same benchmark twice, different codecs or a missing baseline are refused."""
+    import numpy as np
+    from rr_audiocraft.demo import combine_results
+    from rr_audiocraft.metrics.judge.scores import OUTCOME_KEYS
+    rng = np.random.default_rng(0)
+
+    def run(row, seed, count_p, num=40):
+        hits = (rng.random(num) < count_p).astype(int).tolist()
+        outcomes = {key: [1] * num for key in OUTCOME_KEYS}
+        outcomes.update(count_hit=hits, true_positives=[1] * num, false_negatives=[0] * num, false_positives=[0] * num)
+        return {'sig': f'{seed}{row}', 'row': list(row), 'seed': seed, 'samples': '',
+                'metrics': {'clip_outcomes': outcomes, 'kl': 1.0 + seed, 'fd': 2.0, 'valid_ce': 1.5}}
+
+    def write(name, data_seed, rows, codec='c0'):
+        runs = [run(row, seed, p) for seed in (0, 1, 2) for row, p in rows]
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / 'results.json').write_text(json.dumps({
+            'benchmark': {'seed': data_seed, 'num_clips': 2000, 'version': 3, 'path': str(folder)},
+            'codec': {'sha256': codec}, 'runs': runs}))
+        return folder, runs
+    base, rr, other = ('–', 0.1, 0.0), ('max', 0.1, 3.0), ('average', 0.1, 3.0)
+    first, first_runs = write('a', 0, [(base, 0.3), (rr, 0.6), (other, 0.5)])
+    second, second_runs = write('b', 1, [(base, 0.3), (rr, 0.6)])
+    combined = combine_results([first, second])
+    assert [(r['pool'], r['cfg'], r['lambda'], r['seeds']) for r in combined['rows']] == [('–', 0.1, 0.0, [0, 1, 2]),
+                                                                                       ('max', 0.1, 3.0, [0, 1, 2])]
+    assert combined['dropped_rows'] == [['average', 0.1, 3.0]]
+    pooled_hits = [sum(run['metrics']['clip_outcomes']['count_hit']) for run in first_runs + second_runs
+                   if tuple(run['row']) == rr]
+    assert combined['rows'][1]['count_acc']['mean'] == pytest.approx(sum(pooled_hits) / (6 * 40))
+    assert combined['rows'][0]['kl']['mean'] == pytest.approx(2.0)  # per seed the benchmarks' mean, then over seeds
+    [versus] = combined['vs_baseline']
+    assert versus['count_acc']['ci95'][0] > 0 and versus['count_acc']['p_value'] < 0.01
+    assert [b['seed'] for b in combined['benchmarks']] == [0, 1]
+    twin, _ = write('c', 0, [(base, 0.3), (rr, 0.6)])
+    with pytest.raises(ValueError, match='same benchmark'):
+        combine_results([first, twin])
+    recoded, _ = write('d', 2, [(base, 0.3), (rr, 0.6)], codec='c1')
+    with pytest.raises(ValueError, match='different codecs'):
+        combine_results([first, recoded])
+    no_base, _ = write('e', 3, [(rr, 0.6)])
+    with pytest.raises(ValueError, match='baseline row'):
+        combine_results([first, no_base])
+    with pytest.raises(ValueError, match='at least two'):
+        combine_results([first])
+    with pytest.raises(ValueError, match='does not exist'):
+        combine_results([first, tmp_path / 'missing'])
+    proc = run_demo('--combine', str(first), str(second), '--out', str(tmp_path / 'pooled'), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    page = (tmp_path / 'pooled' / 'combined.md').read_text()
+    assert 'Δ count acc' in page and "left out: [['average', 0.1, 3.0]]" in page
+    written = json.loads((tmp_path / 'pooled' / 'combined.json').read_text())
+    assert written['rows'] == json.loads(json.dumps(combined['rows']))
+    proc = run_demo('--combine', str(first), str(twin), timeout=120)
+    assert proc.returncode != 0 and 'error: --combine:' in proc.stderr and 'Traceback' not in proc.stderr
