@@ -232,10 +232,9 @@ def scale_stage(judge: tp.Any, codec: tp.Any, wavs: tp.List[tp.Any], truths: tp.
 def train_stage(data_dir: Path, compression: str, seeds: tp.List[int], rows: tp.Sequence[tuple],
                 lm_overrides: tp.List[str], jobs: int = 2, cache_epochs: int = 2) -> tp.List[tp.Any]:
     """Trains the tiny grid's LMs (`dora_grids.rr_ablation_tiny.TinyGrid`) of the (pooling, CFG ratio, λ)
-    `rows` over `seeds` through `grid_local`, `jobs` at
-    a time, on batches read from AudioCraft's token cache (written first by the grid's cache writers,
-    so the audio is encoded once for all LMs); returns their Dora sheeps in grid order (finished XPs
-    are skipped, an interrupted one resumes)."""
+    `rows` over `seeds` through `grid_local`, `jobs` at a time, on batches read from AudioCraft's token
+    cache (written first by the grid's cache writers, so the audio is encoded once for all LMs); returns
+    their Dora sheeps in grid order (finished XPs are skipped, an interrupted one resumes)."""
     from dora_grids.rr_ablation_tiny import TinyGrid
     from . import grid_local
     grid = TinyGrid(data=data_dir, compression=compression, seeds=seeds, rows=list(rows),
@@ -516,6 +515,11 @@ def combine_results(folders: tp.Sequence[Path]) -> tp.Dict[str, tp.Any]:
     for row in kept_rows:
         for seed in seeds_of(keyed[0], row):
             runs = [by_key[(row, seed)] for by_key in keyed]
+            keys = [set(run['metrics']['clip_outcomes']) for run in runs]
+            if any(k != keys[0] for k in keys):
+                raise ValueError(f"row {row} seed {seed}: the runs' judges recorded different outcomes "
+                                 f"({sorted(keys[0] ^ next(k for k in keys if k != keys[0]))}); rerun the older "
+                                 "run's command with this code to re-judge its samples")
             outcomes = {name: np.concatenate([np.asarray(run['metrics']['clip_outcomes'][name], dtype=float)
                                               for run in runs]).tolist()
                         for name in runs[0]['metrics']['clip_outcomes']}

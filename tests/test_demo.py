@@ -254,6 +254,13 @@ def test_combine_pools_runs_of_other_benchmarks_over_all_their_captions(tmp_path
     no_base, _ = write('e', 3, [(rr, 0.6)])
     with pytest.raises(ValueError, match='baseline row'):
         combine_results([first, no_base])
+    older, older_runs = write('f', 4, [(base, 0.3), (rr, 0.6)])
+    for old_run in older_runs:
+        del old_run['metrics']['clip_outcomes']['asked_heard']  # judged before the count slope existed
+    (older / 'results.json').write_text(json.dumps({**json.loads((older / 'results.json').read_text()),
+                                                    'runs': older_runs}))
+    with pytest.raises(ValueError, match=r"different outcomes \(\['asked_heard'\]\).*re-judge"):
+        combine_results([first, older])
     with pytest.raises(ValueError, match='at least two'):
         combine_results([first])
     with pytest.raises(ValueError, match='does not exist'):
