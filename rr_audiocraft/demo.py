@@ -382,6 +382,9 @@ def mean_ci(values: tp.List[float]) -> tp.Dict[str, tp.Any]:
     return {'mean': mean, 'ci95': [mean - float(half), mean + float(half)]}
 
 
+XP_SCALARS = ('kl', 'fd', 'valid_ce', 'valid_rr', 'valid_rr_corr')  # one value per XP: no per-clip outcomes
+
+
 def summarise(results: tp.List[dict]) -> tp.Tuple[tp.List[dict], tp.List[dict]]:
     """Rows of the table and each row against the baseline, from the per-XP results.
 
@@ -404,7 +407,7 @@ def summarise(results: tp.List[dict]) -> tp.Tuple[tp.List[dict], tp.List[dict]]:
         outcomes[row] = stack_seeds([run['metrics']['clip_outcomes'] for run in runs])
         entry = {'pool': row[0], 'cfg': row[1], 'lambda': row[2], 'seeds': [run['seed'] for run in runs],
                  **row_summary(outcomes[row])}
-        for key in ('kl', 'fd', 'valid_ce', 'valid_rr', 'valid_rr_corr'):
+        for key in XP_SCALARS:
             entry[key] = mean_ci([run['metrics'].get(key) for run in runs])
         rows.append(entry)
     vs_baseline = []
@@ -524,7 +527,7 @@ def combine_results(folders: tp.Sequence[Path]) -> tp.Dict[str, tp.Any]:
                                               for run in runs]).tolist()
                         for name in runs[0]['metrics']['clip_outcomes']}
             metrics: tp.Dict[str, tp.Any] = {'clip_outcomes': outcomes}
-            for name in ('kl', 'fd', 'valid_ce', 'valid_rr', 'valid_rr_corr'):
+            for name in XP_SCALARS:
                 values = [run['metrics'].get(name) for run in runs]
                 values = [v for v in values if v is not None and not math.isnan(v)]
                 metrics[name] = float(np.mean(values)) if values else None
@@ -672,6 +675,7 @@ def parse_rows(value: str) -> tp.List[tp.Tuple[tp.Optional[str], float, float]]:
     """`--rows`: comma-separated POOL/CFG/λ rows, POOL 'none' (or '-') for no RR (λ = 0), e.g.
     'none/0.1/0,average/0.1/3'.
     The baseline (–, 0.1, 0) must be among them: every other row is compared with it."""
+    from .regularization import POOLING_MODES
     rows = []
     for item in value.split(','):
         parts = item.strip().split('/')
@@ -682,8 +686,9 @@ def parse_rows(value: str) -> tp.List[tp.Tuple[tp.Optional[str], float, float]]:
             cfg, weight = float(parts[1]), float(parts[2])
         except ValueError:
             raise ValueError(f"row {item.strip()!r}: CFG and λ must be numbers") from None
-        if pool not in (None, 'max', 'average'):
-            raise ValueError(f"row {item.strip()!r}: pooling must be max, average or none (no RR), got {pool!r}")
+        if pool is not None and pool not in POOLING_MODES:
+            raise ValueError(f"row {item.strip()!r}: pooling must be {', '.join(POOLING_MODES)} or none (no RR), "
+                             f"got {pool!r}")
         if not 0 <= cfg < 1 or weight < 0:
             raise ValueError(f"row {item.strip()!r}: CFG dropout must be in [0, 1) and λ >= 0")
         if (pool is None) != (weight == 0):
@@ -692,7 +697,7 @@ def parse_rows(value: str) -> tp.List[tp.Tuple[tp.Optional[str], float, float]]:
         if row in rows:
             raise ValueError(f"row {item.strip()!r} is given twice")
         rows.append(row)
-    if (None, 0.1, 0.) not in rows:
+    if (None, *BASELINE_ROW[1:]) not in rows:  # Table 1 rows write no pooling as None, results as '–'
         raise ValueError("the rows must include the baseline none/0.1/0: every other row is compared with it")
     return rows
 
