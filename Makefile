@@ -1,6 +1,8 @@
 # rr-audiocraft: `make demo` (the main job) and `make test`; everything installs itself into .venv/.
 PY := .venv/bin/python
 export PYTHONWARNINGS ?= ignore::UserWarning
+# Where demo and reproduce train and generate: auto is CUDA when torch sees a GPU, else the CPU.
+DEVICE ?= auto
 
 .PHONY: install codec judge demo reproduce test test-stock test-cluster slurm-up slurm-down bench grid-local clean
 
@@ -16,11 +18,11 @@ judge: install  ## fit and ship the judges of the default and the reproduce benc
 
 demo: install  ## the embedded default: miniature Table 1, offline (FULL=1: all nine rows; CODEC=train: retrain the codec first)
 	$(if $(filter train,$(CODEC)),$(PY) -m rr_audiocraft.codec train,$(PY) -m rr_audiocraft.codec verify)
-	$(PY) -m rr_audiocraft.demo $(if $(FULL),--full,)
+	$(PY) -m rr_audiocraft.demo $(if $(FULL),--full,) --device $(DEVICE)
 
-reproduce: install  ## all nine Table 1 rows x 3 seeds on 200 test captions, ~1.7 h on 2 cores (102 min measured), resumable; writes reproduce_out/ and docs/results.md
+reproduce: install  ## all nine Table 1 rows x 3 seeds on 200 test captions, ~1.7 h on 2 cores (102 min measured), resumable; writes reproduce_out/ and docs/results.md (on a GPU: scaled up, reproduce_gpu_out/ and docs/results-gpu.md; DEVICE=cpu keeps the 2-core run)
 	$(PY) -m rr_audiocraft.codec verify
-	$(PY) -m rr_audiocraft.demo --preset reproduce
+	$(PY) -m rr_audiocraft.demo --preset reproduce --device $(DEVICE)
 
 test: install  ## the test suite (CPU; CI runs this)
 	$(PY) -m pytest -q tests
@@ -44,4 +46,4 @@ grid-local: install  ## run a Dora grid without Slurm: make grid-local GRID=rr_a
 	$(PY) -m rr_audiocraft.grid_local $(or $(GRID),rr_ablation_tiny)
 
 clean:
-	rm -rf outputs demo_out reproduce_out .pytest_cache
+	rm -rf outputs demo_out reproduce_out reproduce_gpu_out .pytest_cache

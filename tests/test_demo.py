@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, xp_dir
+from conftest import REPO_ROOT, run_cli, xp_dir
 
 
 def run_demo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -183,6 +183,62 @@ def test_presets_ask_for_what_the_two_commands_promise():
     assert reproduce['results_md'] == REPO_ROOT / 'docs' / 'results.md'
     assert default_data(0, 600) == DEFAULT_DATA
     assert default_data(0, 2000).name == 'synth-seed0-2000clips' and default_data(3, 600).name == 'synth-seed3'
+
+
+def test_device_is_resolved_before_any_work_and_reproduce_is_scaled_up_on_cuda(tmp_path, monkeypatch, capsys):
+    """`--device auto` trains and generates on CUDA when torch sees a GPU, else on the CPU; `--device cuda`
+    without one stops the demo with one line before the codec is checked. On CUDA the reproduce preset
+    takes its larger LMs into its own folder and page; the demo's XPs stay the same ones, since Dora
+    leaves `device` out of the signature (an XP finished on the CPU is reused on a GPU and back)."""
+    import torch
+    from rr_audiocraft.demo import PRESETS, preset_settings, resolve_device
+    from rr_audiocraft.demo import main as demo_main
+    from rr_audiocraft.train import main as dora_main
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert resolve_device('auto') == 'cpu' and resolve_device('cpu') == 'cpu'
+    with pytest.raises(ValueError, match='sees no CUDA device'):
+        resolve_device('cuda')
+    with pytest.raises(ValueError, match='device must be one of auto, cpu, cuda'):
+        resolve_device('gpu')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert resolve_device('auto') == 'cuda' and resolve_device('cuda') == 'cuda' and resolve_device('cpu') == 'cpu'
+
+    cpu, gpu = preset_settings('reproduce', 'cpu'), preset_settings('reproduce', 'cuda')
+    assert 'cuda' not in cpu and cpu['lm'] == PRESETS['reproduce']['lm'] and cpu['jobs'] == 2
+    assert cpu['out'].name == 'reproduce_out' and gpu['out'].name == 'reproduce_gpu_out'
+    assert gpu['results_md'] != cpu['results_md'] and gpu['clips'] == cpu['clips'] and gpu['seeds'] == cpu['seeds']
+    keys = [override.split('=')[0] for override in gpu['lm']]
+    assert len(keys) == len(set(keys)), 'an override given twice'
+    overrides = dict(override.split('=') for override in gpu['lm'])
+    assert int(overrides['transformer_lm.dim']) > 96 and int(overrides['transformer_lm.num_layers']) > 3
+    assert preset_settings('demo', 'cuda') == preset_settings('demo', 'cpu')
+    xp = ['solver=rr_audiogen/tiny', *PRESETS['demo']['lm']]
+    assert dora_main.get_xp(xp + ['device=cuda']).sig == dora_main.get_xp(xp).sig
+    assert dora_main.get_xp(xp + ['device=cuda']).cfg.device == 'cuda'
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)  # in process: also on a machine with a GPU
+    code, _, err = run_cli(demo_main, ['--data', str(tmp_path / 'bench'), '--out', str(tmp_path / 'out'),
+                                       '--device', 'cuda'], capsys)
+    assert code == 2 and '--device cuda: torch' in err and 'sees no CUDA device' in err
+    assert not (tmp_path / 'bench').exists() and not (tmp_path / 'out').exists()
+
+
+def test_a_run_with_its_own_rows_or_folder_leaves_the_presets_results_page_alone(tmp_path, capsys):
+    """docs/results.md holds `make reproduce`'s own run: a replication with other rows or another --out
+    (here stopped at once by a missing codec) says it will not write that page, unless --results-md asks."""
+    from rr_audiocraft.demo import main as demo_main
+    page = REPO_ROOT / 'docs' / 'results.md'
+    before = page.read_bytes()
+    common = ['--preset', 'reproduce', '--device', 'cpu', '--codec', str(tmp_path / 'no_codec'),
+              '--data', str(tmp_path / 'bench')]
+    for extra in (['--out', str(tmp_path / 'out')], ['--rows', 'none/0.1/0,average/0.1/3', '--out', str(tmp_path / 'o2')]):
+        code, out, err = run_cli(demo_main, common + extra, capsys)
+        assert code not in (0, None) and 'error:' in str(code) + err + out
+        assert f"not writing {page}" in out
+    code, out, err = run_cli(demo_main, common + ['--out', str(tmp_path / 'o3'), '--results-md', str(tmp_path / 'r.md')],
+                             capsys)
+    assert 'not writing' not in out
+    assert page.read_bytes() == before
 
 
 def test_rows_chosen_on_the_command_line_are_parsed_or_refused_before_any_work(tmp_path):
