@@ -241,6 +241,32 @@ def test_a_run_with_its_own_rows_or_folder_leaves_the_presets_results_page_alone
     assert page.read_bytes() == before
 
 
+def test_the_shuffled_floor_is_the_expectation_over_every_other_caption_not_one_draw():
+    """The floor scores each reference against every other clip's caption once: for references heard
+    exactly, its count acc is the chance that another caption asks the same count, sum n_c(n_c-1) / N(N-1),
+    whatever the order of the clips; one derangement would give any of several values."""
+    import random
+    from rr_audiocraft.demo import shuffled_floor
+    counts = [1, 1, 1, 2, 2, 3, 3, 3, 3, 2]
+    sources = ['bell', 'beep', 'clap', 'bell', 'whistle', 'pluck', 'bell', 'beep', 'clap', 'pluck']
+    truths = [{'sources': [src], 'count': c, 'relation': 'single'} for src, c in zip(sources, counts)]
+    predictions = [{'sources': t['sources'], 'count': t['count'], 'order': t['sources'], 'relation': 'single'}
+                   for t in truths]
+    floor = shuffled_floor(predictions, truths)
+    n = len(truths)
+    assert floor['num_clips'] == n and floor['pairs'] == n * (n - 1)
+    same_count = sum(k * (k - 1) for k in (3, 3, 4)) / (n * (n - 1))
+    assert floor['count_acc'] == pytest.approx(same_count)
+    same_source = sum(k * (k - 1) for k in (3, 2, 2, 1, 2)) / (n * (n - 1))
+    assert floor['source_f1'] == pytest.approx(same_source)  # one source each: F1 = share of pairs that match
+    order = list(range(n))
+    random.Random(0).shuffle(order)
+    again = shuffled_floor([predictions[i] for i in order], [truths[i] for i in order])
+    assert all(again[key] == pytest.approx(floor[key]) for key in ('count_acc', 'source_f1', 'count_slope'))
+    with pytest.raises(ValueError, match='at least 2 test clips'):
+        shuffled_floor(predictions[:1], truths[:1])
+
+
 def test_rows_chosen_on_the_command_line_are_parsed_or_refused_before_any_work(tmp_path):
     """`--rows` trains a chosen subset of Table 1 (e.g. a replication of two rows against the baseline):
     POOL/CFG/λ items become the grid's (pooling, CFG ratio, λ) rows; a malformed set stops the demo with
