@@ -835,13 +835,13 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     # writes its table only where --results-md says, never over that page.
     own_run = args.data_seed == 0 and args.codec == asset_dir() and all(
         getattr(args, key) is None for key in ('out', 'rows', 'full', 'data', 'clips', 'seeds', 'cache_epochs', 'lm'))
-    results_md_given = args.results_md is not None
     for key, value in preset_settings(args.preset, device).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if not own_run and not results_md_given and args.results_md is not None:
-        log('results', f"not writing {args.results_md}: it holds the preset's own run (give --results-md for a page)")
-        args.results_md = None
+        if getattr(args, key) is not None:
+            continue
+        if key == 'results_md' and not own_run:
+            log('results', f"not writing {value}: it holds the preset's own run (give --results-md for a page)")
+            continue
+        setattr(args, key, value)
     seeds = [int(s) for s in args.seeds.split(',') if s.strip()]
     if args.rows is not None:
         try:
