@@ -670,6 +670,36 @@ def results_markdown(table: str, results: tp.Dict[str, tp.Any], command: str, pl
         "its caption?) with judge metrics on a benchmark whose captions control counts, sources and order.", ''])
 
 
+# A results page is the demo's table followed by what people wrote after reading it: a rerun replaces the
+# part above this line and keeps the part below.
+PAGE_MARKER = ('<!-- Written by `python -m rr_audiocraft.demo` above this line; what is below it is kept when the '
+               'page is rewritten. -->')
+
+
+def write_results_page(page: Path, generated: str) -> None:
+    """Writes `generated` to `page`, keeping whatever an earlier page holds below `PAGE_MARKER`.
+
+    A page that exists without the marker was not made this way: it is kept whole beside the new one as
+    `<stem>.previous.md` instead of being overwritten. The page is replaced in one rename, so a crash
+    leaves the old page or the new one, never half of it.
+    """
+    kept = ''
+    if page.exists():
+        old = page.read_text()
+        if PAGE_MARKER in old:
+            kept = old.split(PAGE_MARKER, 1)[1]
+            if kept.strip():
+                log('results', f"{page}: kept the {len(kept.strip().splitlines())} lines below its marker; "
+                               "they were written about the run before this one")
+        elif old.strip():
+            previous = page.with_name(page.stem + '.previous.md')
+            previous.write_text(old)
+            log('results', f"{page} had no marker of this demo: its text is kept in {previous}")
+    tmp = page.with_name(page.name + '.tmp')
+    tmp.write_text(generated.rstrip('\n') + '\n\n' + PAGE_MARKER + (kept if kept.strip() else '\n'))
+    tmp.replace(page)
+
+
 # What each LM XP trains (solver=rr_audiogen/tiny), chosen for adherence per CPU-minute (docs/tuning.md):
 # batches of 16 whole clips read from the token cache (`cache_epochs` cached epochs of 30 batches, cycled:
 # about as many clip draws as the benchmark has training clips), AdamW at 2e-3; the stock last-epoch
@@ -922,7 +952,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
         import shutil
         plot = args.results_md.with_suffix('.png')
         shutil.copyfile(out_dir / 'comparison.png', plot)
-        args.results_md.write_text(results_markdown(table, results, command, plot.name))
+        write_results_page(args.results_md, results_markdown(table, results, command, plot.name))
         print(f"Results page: {args.results_md}")
     print(f"Plot: {out_dir / 'comparison.png'}\nSpectrograms: {out_dir / 'spectrograms.png'}\n"
           f"Training curves: {out_dir / 'curves.png'} (TensorBoard: tensorboard --logdir outputs/xps)\n"

@@ -241,6 +241,32 @@ def test_a_run_with_its_own_rows_or_folder_leaves_the_presets_results_page_alone
     assert page.read_bytes() == before
 
 
+def test_a_rewritten_results_page_keeps_what_was_written_below_its_table(tmp_path, capsys):
+    """A rerun replaces the demo's table and keeps the reading written under it; a page the demo did not
+    make is kept whole beside the new one. docs/results.md carries the marker, so `make reproduce` keeps
+    its hand-written reading."""
+    from rr_audiocraft.demo import PAGE_MARKER, write_results_page
+    page = tmp_path / 'results.md'
+    write_results_page(page, '# Table\n\nrun 1\n')
+    assert page.read_text() == '# Table\n\nrun 1\n\n' + PAGE_MARKER + '\n'
+    page.write_text(page.read_text() + '\n## Reading\n\nRR did nothing here.\n')
+    write_results_page(page, '# Table\n\nrun 2\n')
+    text = page.read_text()
+    assert 'run 1' not in text and text.startswith('# Table\n\nrun 2\n\n' + PAGE_MARKER)
+    assert text.endswith('\n## Reading\n\nRR did nothing here.\n') and text.count(PAGE_MARKER) == 1
+    assert 'kept the 3 lines below its marker' in capsys.readouterr().out
+    assert not list(tmp_path.glob('*.tmp'))
+
+    other = tmp_path / 'notes.md'
+    other.write_text('# My own notes\n')
+    write_results_page(other, '# Table\n')
+    assert (tmp_path / 'notes.previous.md').read_text() == '# My own notes\n'
+    assert other.read_text() == '# Table\n\n' + PAGE_MARKER + '\n'
+    assert 'notes.previous.md' in capsys.readouterr().out
+    shipped = (REPO_ROOT / 'docs' / 'results.md').read_text()
+    assert shipped.count(PAGE_MARKER) == 1 and '## Reading this run' in shipped.split(PAGE_MARKER)[1]
+
+
 def test_the_shuffled_floor_is_the_expectation_over_every_other_caption_not_one_draw():
     """The floor scores each reference against every other clip's caption once: for references heard
     exactly, its count acc is the chance that another caption asks the same count, sum n_c(n_c-1) / N(N-1),
