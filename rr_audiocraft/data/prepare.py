@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile
+from soundfile import _ffi as _sf_ffi, _snd as _sf_lib  # libsndfile, as soundfile binds it
 from tqdm import tqdm
 
 from audiocraft.data.audio import audio_info, audio_read
@@ -62,8 +62,9 @@ SOUNDFILE_EXTS = ('.wav', '.flac', '.mp3', '.ogg')
 # MusicInfo's metadata fields (stock music_dataset.py); all but `keywords` must be present as keys.
 MUSIC_FIELDS = ('title', 'artist', 'key', 'bpm', 'genre', 'moods', 'keywords', 'description', 'name', 'instrument')
 SILENCE_PEAK = 1e-4     # -80 dBFS: a clip whose every sample is below this is silent (digital silence, dither)
-PROBE_BLOCK = 16384     # frames read at a time when looking for a non-silent sample (stops at the first one)
-SERIAL_BELOW = 256      # fewer files than this are probed in-process: a pool's start-up costs more
+PROBE_BLOCK = 2048      # frames read at a time when looking for a non-silent sample (stops at the first one)
+SERIAL_BELOW = 2000     # fewer files than this are probed in-process: a pool's start-up costs more
+PROBE_CHUNK = 256       # files per pool task
 MANIFEST = 'data.jsonl.gz'
 REPORT = 'report.json'
 CACHE = '.prepare_probe_cache.json.gz'
@@ -101,6 +102,7 @@ class Row:
     fields: tp.Dict[str, tp.Any] = field(default_factory=dict)  # the row's raw fields (--audio-name template)
     music: tp.Dict[str, tp.Any] = field(default_factory=dict)   # MusicInfo fields known from the row
     file: tp.Optional[Path] = None     # the audio file found (under --audio, not resolved)
+    real: str = ''                     # its real path (links followed): what the manifest's link points to
     probe: tp.Dict[str, tp.Any] = field(default_factory=dict)
 
 
@@ -288,7 +290,7 @@ class AudioIndex:
 
     def __init__(self, root: Path):
         self.root = root
-        self.real_root = root.resolve()
+        self.real_root = os.path.realpath(root)
         self.by_relpath: tp.Set[str] = set()
         self.by_name: tp.Dict[str, tp.List[str]] = {}
         self.by_stem: tp.Dict[str, tp.List[str]] = {}
@@ -305,10 +307,10 @@ class AudioIndex:
                 for match in re.finditer('_', stem):
                     self.by_prefix.setdefault(stem[:match.start()], []).append(rel)
 
-    def inside(self, rel: str) -> bool:
-        """Whether `rel` (relative to --audio), links followed, stays inside --audio."""
-        real = (self.root / rel).resolve()
-        return real == self.real_root or real.is_relative_to(self.real_root)
+    def real_inside(self, rel: str) -> tp.Optional[str]:
+        """The real path of `rel` (relative to --audio, links followed) when it stays inside --audio, else None."""
+        real = os.path.realpath(os.path.join(self.root, rel))
+        return real if real.startswith(self.real_root + os.sep) else None
 
     def by_id(self, clip_id: str) -> tp.List[str]:
         """Files whose stem is the id, `Y` + the id (AudioSet downloads), or starts with the id and `_`."""
@@ -333,7 +335,7 @@ def find_files(rows: tp.List[Row], index: AudioIndex, template: tp.Optional[str]
             if not named.strip():
                 problems.add('no_file_named', row.line, row.clip_id)
                 continue
-            if os.path.isabs(named) or not index.inside(named):
+            if os.path.isabs(named) or index.real_inside(named) is None:
                 problems.add('escapes_audio_dir', row.line, row.clip_id, named)
                 continue
             if os.path.isfile(index.root / named):
@@ -350,10 +352,12 @@ def find_files(rows: tp.List[Row], index: AudioIndex, template: tp.Optional[str]
             problems.add('missing_file', row.line, row.clip_id, named or row.lookup_id)
         elif len(candidates) > 1:
             problems.add('ambiguous_file', row.line, row.clip_id, detail=', '.join(candidates[:5]))
-        elif not index.inside(candidates[0]):
-            problems.add('escapes_audio_dir', row.line, row.clip_id, candidates[0], 'a link to outside --audio')
         else:
-            row.file = index.root / candidates[0]
+            real = index.real_inside(candidates[0])
+            if real is None:
+                problems.add('escapes_audio_dir', row.line, row.clip_id, candidates[0], 'a link to outside --audio')
+                continue
+            row.file, row.real = index.root / candidates[0], real
             found.append(row)
     return found
 
@@ -375,19 +379,18 @@ def check_captions(rows: tp.List[Row], problems: Problems) -> tp.List[Row]:
 
 def drop_duplicate_files(rows: tp.List[Row], problems: Problems) -> tp.List[Row]:
     """Two clips on one audio file, or on one sidecar name (`a.wav` and `a.flac`), keep the first."""
-    by_file: tp.Dict[Path, Row] = {}
+    by_file: tp.Dict[str, Row] = {}
     by_sidecar: tp.Dict[Path, Row] = {}
     kept = []
     for row in rows:
         assert row.file is not None
-        real = row.file.resolve()
         sidecar = row.file.with_suffix('.json')
-        first = by_file.get(real) or by_sidecar.get(sidecar)
+        first = by_file.get(row.real) or by_sidecar.get(sidecar)
         if first is not None:
             problems.add('duplicate_id', row.line, row.clip_id, row.file,
                          f'same audio file or sidecar name as {first.clip_id!r} (line {first.line})')
             continue
-        by_file[real] = by_sidecar[sidecar] = row
+        by_file[row.real] = by_sidecar[sidecar] = row
         kept.append(row)
     return kept
 
@@ -399,32 +402,56 @@ def drop_duplicate_files(rows: tp.List[Row], problems: Problems) -> tp.List[Row]
 def probe(path: str) -> tp.Dict[str, tp.Any]:
     """Reads what the manifest needs and what makes a clip unusable, with one open of the file.
 
+    libsndfile (wav, flac, mp3, ogg) is called directly through soundfile's own binding (`soundfile._snd`):
+    the same decoder and the same open/refuse decisions as `soundfile.info`, without the Python layer of
+    `SoundFile` (which costs more than the C calls on short clips). Other formats (m4a) go through stock's
+    reader (PyAV), whole file.
+
     Returns:
-        dict: `sample_rate`, `frames`, `channels`, `silent` (every sample below SILENCE_PEAK; the file is read
-        only until its first non-silent block), or `error` (`empty` / `unreadable: ...`).
+        dict: `sample_rate`, `frames`, `channels`, `silent` (every sample below SILENCE_PEAK; samples are read
+        only until the first non-silent block), or `error` (`empty` / `unreadable: ...`).
     """
     try:
-        if os.path.getsize(path) == 0:
-            return {'error': 'empty'}
         if path.lower().endswith(SOUNDFILE_EXTS):
-            with soundfile.SoundFile(path) as audio:
-                sample_rate, frames, channels = audio.samplerate, audio.frames, audio.channels
-                silent = True
-                while silent:
-                    block = audio.read(PROBE_BLOCK, dtype='float32', always_2d=True)
-                    if not len(block):
-                        break
-                    silent = float(np.abs(block).max()) < SILENCE_PEAK
-        else:  # m4a and others: stock's reader (PyAV), whole file
+            result = _probe_libsndfile(path)
+        else:
             info = audio_info(path)
             wav, sample_rate = audio_read(path)
-            frames, channels = wav.shape[-1], info.channels
-            silent = bool(frames == 0 or float(wav.abs().max()) < SILENCE_PEAK)
+            frames = wav.shape[-1]
+            result = {'sample_rate': int(sample_rate), 'frames': int(frames), 'channels': int(info.channels),
+                      'silent': bool(frames == 0 or float(wav.abs().max()) < SILENCE_PEAK)}
     except Exception as error:  # noqa: BLE001 (any decoder failure is this file's defect, reported with it)
-        return {'error': f'unreadable: {type(error).__name__}: {str(error)[:200]}'}
-    if frames == 0:
+        result = {'error': f'unreadable: {type(error).__name__}: {str(error)[:200]}'}
+    if result.get('frames') == 0 or ('error' in result and os.path.exists(path) and os.path.getsize(path) == 0):
         return {'error': 'empty'}
-    return {'sample_rate': int(sample_rate), 'frames': int(frames), 'channels': int(channels), 'silent': silent}
+    return result
+
+
+def _probe_libsndfile(path: str) -> tp.Dict[str, tp.Any]:
+    info = _sf_ffi.new('SF_INFO*')
+    handle = _sf_lib.sf_open(os.fsencode(path), _sf_lib.SFM_READ, info)
+    if handle == _sf_ffi.NULL:
+        message = _sf_ffi.string(_sf_lib.sf_strerror(_sf_ffi.NULL)).decode('utf-8', 'replace')
+        return {'error': f'unreadable: {message}'}
+    try:
+        channels = info.channels
+        block = np.empty(PROBE_BLOCK * channels, dtype=np.float32)
+        pointer = _sf_ffi.from_buffer('float[]', block)
+        silent = True
+        while silent:
+            frames_read = _sf_lib.sf_readf_float(handle, pointer, PROBE_BLOCK)
+            if frames_read <= 0:
+                break
+            silent = float(np.abs(block[:frames_read * channels]).max()) < SILENCE_PEAK
+    finally:
+        _sf_lib.sf_close(handle)
+    return {'sample_rate': int(info.samplerate), 'frames': int(info.frames), 'channels': int(channels),
+            'silent': silent}
+
+
+def _probe_chunk(paths: tp.List[str]) -> tp.List[tp.Dict[str, tp.Any]]:
+    """One pool task: a few hundred files, so that task hand-off costs little per file."""
+    return [probe(path) for path in paths]
 
 
 def _file_key(path: str) -> tp.Optional[tp.List[int]]:
@@ -466,19 +493,20 @@ def probe_all(paths: tp.List[str], cache: tp.Dict[str, tp.Any], workers: int, po
             todo.append(path)
     bar = tqdm(total=len(todo), desc='probing audio', unit='file', disable=not progress or not todo,
                file=sys.stderr, mininterval=0.5)
+    chunks = [todo[start:start + PROBE_CHUNK] for start in range(0, len(todo), PROBE_CHUNK)]
+    executor: tp.Optional[Executor] = None
     if workers <= 1 or len(todo) < SERIAL_BELOW:
-        probed: tp.Iterable[tp.Dict[str, tp.Any]] = map(probe, todo)
-        executor: tp.Optional[Executor] = None
+        probed: tp.Iterable[tp.List[tp.Dict[str, tp.Any]]] = map(_probe_chunk, chunks)
     else:
         executor = ProcessPoolExecutor(workers) if pool == 'process' else ThreadPoolExecutor(workers)
-        chunk = max(1, min(256, len(todo) // (workers * 8)))
-        probed = executor.map(probe, todo, chunksize=chunk)
+        probed = executor.map(_probe_chunk, chunks)
     try:
-        for path, result in zip(todo, probed):
-            results[path] = result
-            if keys[path] is not None:
-                new_cache[path] = [keys[path], result]
-            bar.update()
+        for chunk, chunk_results in zip(chunks, probed):
+            for path, result in zip(chunk, chunk_results):
+                results[path] = result
+                if keys[path] is not None:
+                    new_cache[path] = [keys[path], result]
+            bar.update(len(chunk))
     finally:
         bar.close()
         if executor is not None:
@@ -545,15 +573,34 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _link(link: Path, target: Path) -> None:
-    """A symbolic link `link` -> `target`, replaced by one rename when it pointed elsewhere."""
-    if link.is_symlink() and os.readlink(link) == str(target):
+def _write_sidecar(path: str, text: str) -> None:
+    """A new sidecar is written in place (no manifest lists it yet); a changed one is replaced by one rename
+    (a training may be reading it); an unchanged one is left alone."""
+    try:
+        with open(path, encoding='utf-8') as file:
+            if file.read() == text:
+                return
+    except FileNotFoundError:
+        with open(path, 'w', encoding='utf-8') as file:
+            file.write(text)
         return
-    if link.exists() and not link.is_symlink():
+    _write_atomic(Path(path), text)
+
+
+def _link(link: str, target: str) -> None:
+    """A symbolic link `link` -> `target`, replaced by one rename when it pointed elsewhere."""
+    try:
+        os.symlink(target, link)
+        return
+    except FileExistsError:
+        pass
+    if os.path.islink(link) and os.readlink(link) == target:
+        return
+    if not os.path.islink(link):
         raise PrepareError(f"{link} is a file, not a link written by prepare: refusing to replace it")
-    tmp = link.with_name(f'.{link.name}.tmp{os.getpid()}')
-    if tmp.is_symlink():
-        tmp.unlink()
+    tmp = f'{link}.tmp{os.getpid()}'
+    if os.path.islink(tmp):
+        os.unlink(tmp)
     os.symlink(target, tmp)
     os.replace(tmp, link)
 
@@ -561,32 +608,35 @@ def _link(link: Path, target: Path) -> None:
 def write_split(folder: Path, rows: tp.List[Row], audio_root: Path, kind: str) -> int:
     """Links, sidecars, then the manifest (one rename), then removes what the previous run left and this one
     does not list. Returns the number of clips written."""
-    links = folder / LINKS
-    links.mkdir(parents=True, exist_ok=True)
-    written: tp.Set[Path] = set()
+    links = (folder / LINKS).absolute()
+    made: tp.Set[str] = set()
+    written: tp.Set[str] = set()
     metas: tp.List[AudioMeta] = []
     for row in rows:
         assert row.file is not None
-        rel = row.file.relative_to(audio_root)
-        link = links / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        _link(link, row.file.resolve())
-        info = link.with_suffix('.json')
-        _write_atomic(info, json.dumps(sidecar(row, kind), ensure_ascii=True, indent=1) + '\n')
-        written.update({link, info})
+        link = os.path.join(links, os.path.relpath(row.file, audio_root))
+        parent = os.path.dirname(link)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        _link(link, row.real)
+        info = os.path.splitext(link)[0] + '.json'  # = Path(link).with_suffix('.json'), where stock looks
+        _write_sidecar(info, json.dumps(sidecar(row, kind), ensure_ascii=True, indent=1) + '\n')
+        written.update((link, info))
         probe_ = row.probe
-        metas.append(AudioMeta(path=str(link.absolute()), duration=probe_['frames'] / probe_['sample_rate'],
+        metas.append(AudioMeta(path=link, duration=probe_['frames'] / probe_['sample_rate'],
                                sample_rate=probe_['sample_rate']))
     metas.sort(key=lambda meta: meta.path)
     tmp = folder / f'.data.tmp{os.getpid()}.jsonl.gz'  # `.gz` last: stock's writer picks gzip by the suffix
     save_audio_meta(tmp, metas)
     os.replace(tmp, folder / MANIFEST)
-    for path in sorted(links.rglob('*'), reverse=True):  # files before their folders
-        if path.is_dir() and not path.is_symlink():
-            if not any(path.iterdir()):
-                path.rmdir()
-        elif path not in written:
-            path.unlink()
+    for root, dirs, names in os.walk(links, topdown=False):  # files before their folders
+        for name in names:
+            path = os.path.join(root, name)
+            if path not in written:
+                os.unlink(path)
+        if root != str(links) and not os.listdir(root):
+            os.rmdir(root)
     return len(metas)
 
 
@@ -596,7 +646,7 @@ def write_split(folder: Path, rows: tp.List[Row], audio_root: Path, kind: str) -
 
 def summary(report: tp.Dict[str, tp.Any]) -> str:
     """The lines printed at the end: what was written, then each problem class with its count and examples."""
-    lines = [f"prepare {report['format']} ({report['kind']}): {report["rows"]} clips listed in {report["captions"]}, "
+    lines = [f"prepare {report['format']} ({report['kind']}): {report['rows']} clips listed in {report['captions']}, "
              f"{report['kept']} kept, {report['problem_count']} problems; "
              f"{report['probe']['read']} files probed, {report['probe']['cached']} from the cache, "
              f"{report['probe']['seconds']:.1f} s"]
@@ -705,7 +755,7 @@ def prepare(args: argparse.Namespace) -> tp.Tuple[int, tp.Dict[str, tp.Any]]:
     for name, split_clips in splits.items():
         folder = out / name
         hours = sum(row.probe['frames'] / row.probe['sample_rate'] for row in split_clips) / 3600
-        report['splits'][os.path.normpath(name)] = {
+        report['splits'][out.name if name == '.' else name] = {
             'clips': len(split_clips), 'hours': hours, 'manifest': str(os.path.normpath(folder / MANIFEST))}
     if args.strict and problems.total():
         print(summary(report), file=sys.stderr)
@@ -728,8 +778,8 @@ def prepare(args: argparse.Namespace) -> tp.Tuple[int, tp.Dict[str, tp.Any]]:
     report['seconds'] = time.perf_counter() - started
     _write_atomic(out / REPORT, json.dumps(report, ensure_ascii=False, indent=1) + '\n')
     tmp_cache = out / f'.cache.tmp{os.getpid()}.json.gz'
-    with gzip.open(tmp_cache, 'wt', encoding='utf-8') as file:
-        json.dump(new_cache, file)
+    with gzip.open(tmp_cache, 'wb', compresslevel=1) as file:
+        file.write(json.dumps(new_cache).encode('utf-8'))
     os.replace(tmp_cache, cache_path)
     print(summary(report), file=sys.stderr)
     print(f"report: {out / REPORT}", file=sys.stderr)
