@@ -247,12 +247,13 @@ def broken_folder(root: Path) -> tp.Tuple[Path, Path]:
     (audio / 'garbage.wav').write_bytes(b'RIFF not really a wave file' * 20)
     write_clip(root / 'secret.wav')                       # outside --audio
     os.symlink(root / 'secret.wav', audio / 'link_out.wav')
+    os.symlink('dup.wav', audio / 'alias.wav')            # another name of dup.wav: the same clip twice
     rows = [
         ['good1.wav', 'good one'], ['good2.wav', 'good two'], ['good3.flac', 'good three'],
         ['missing.wav', 'no such file'], ['garbage.wav', 'unreadable'], ['empty.wav', 'empty'],
         ['quiet.wav', 'silent'], ['short.wav', 'too short'], ['low.wav', 'low rate'], ['nocaption.wav', '  '],
         ['', 'row naming no file'], ['../secret.wav', 'escapes'], ['link_out.wav', 'escapes by a link'],
-        ['dup.wav', 'dup'], ['./dup.wav', 'dup again'],
+        ['dup.wav', 'dup'], ['./dup.wav', 'dup, second caption'], ['alias.wav', 'the same file again'],
     ]
     return write_csv(root / 'captions.csv', ['path', 'caption'], rows), audio
 
@@ -280,7 +281,8 @@ def test_broken_folder_reports_every_defect_and_keeps_the_good(tmp_path, capsys)
     assert not any('secret' in path or 'link_out' in path for path in probed)
     assert sorted(os.listdir(audio)) == sorted(['good1.wav', 'good2.wav', 'good3.flac', 'nocaption.wav', 'dup.wav',
                                                 'quiet.wav', 'short.wav', 'low.wav', 'empty.wav', 'garbage.wav',
-                                                'link_out.wav'])
+                                                'link_out.wav', 'alias.wav'])
+    assert sidecars(out)['dup.wav'] == {'description': ['dup', 'dup, second caption']}
 
 
 def test_audiocaps_duplicate_caption_id_and_conflicting_start(tmp_path, capsys):
@@ -343,7 +345,7 @@ def test_rerun_reuses_the_probe_of_unchanged_files(tmp_path, capsys):
     first = (tmp_path / 'out' / 'data.jsonl.gz').read_bytes()
     assert report(tmp_path / 'out')['probe'] | {'seconds': 0} == {
         'files': 5, 'read': 5, 'cached': 0, 'seconds': 0, 'workers': prepare.get_parser().get_default('workers'),
-        'pool': 'process'}
+        'pool': 'thread'}
     assert run(capsys, *common)[0] == 0
     assert (report(tmp_path / 'out')['probe']['read'], report(tmp_path / 'out')['probe']['cached']) == (0, 5)
     assert gzip.decompress((tmp_path / 'out' / 'data.jsonl.gz').read_bytes()) == gzip.decompress(first)

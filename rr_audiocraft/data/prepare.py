@@ -65,6 +65,7 @@ SILENCE_PEAK = 1e-4     # -80 dBFS: a clip whose every sample is below this is s
 PROBE_BLOCK = 2048      # frames read at a time when looking for a non-silent sample (stops at the first one)
 SERIAL_BELOW = 2000     # fewer files than this are probed in-process: a pool's start-up costs more
 PROBE_CHUNK = 256       # files per pool task
+WRITE_THREADS = 4       # links and sidecars written at a time: file creation waits on the disk, not the CPU
 MANIFEST = 'data.jsonl.gz'
 REPORT = 'report.json'
 CACHE = '.prepare_probe_cache.json.gz'
@@ -265,6 +266,7 @@ def read_csv_any(path: Path, problems: Problems, path_column: str = 'path',
     clips: tp.Dict[str, Row] = {}
     for line, fields in lines:
         name = _text(fields.get(path_column))
+        name = os.path.normpath(name) if name.strip() else name  # `./a.wav` and `a.wav` are one clip
         captions = [_text(fields.get(c)) for c in caption_columns]
         music = {k: fields[k] for k in MUSIC_FIELDS if k != 'description' and fields.get(k) not in (None, '')}
         if kind == 'music' and name and name in clips:
@@ -605,37 +607,38 @@ def _link(link: str, target: str) -> None:
     os.replace(tmp, link)
 
 
+def _write_clip(row: Row, links: str, audio_root: Path, kind: str) -> tp.Tuple[AudioMeta, str, str]:
+    """One clip's link and sidecar; returns its manifest entry and the two paths."""
+    assert row.file is not None
+    link = os.path.join(links, os.path.relpath(row.file, audio_root))
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    _link(link, row.real)
+    info = os.path.splitext(link)[0] + '.json'  # = Path(link).with_suffix('.json'), where stock looks
+    _write_sidecar(info, json.dumps(sidecar(row, kind), ensure_ascii=True, indent=1) + '\n')
+    meta = AudioMeta(path=link, duration=row.probe['frames'] / row.probe['sample_rate'],
+                     sample_rate=row.probe['sample_rate'])
+    return meta, link, info
+
+
 def write_split(folder: Path, rows: tp.List[Row], audio_root: Path, kind: str) -> int:
-    """Links, sidecars, then the manifest (one rename), then removes what the previous run left and this one
-    does not list. Returns the number of clips written."""
-    links = (folder / LINKS).absolute()
-    made: tp.Set[str] = set()
-    written: tp.Set[str] = set()
-    metas: tp.List[AudioMeta] = []
-    for row in rows:
-        assert row.file is not None
-        link = os.path.join(links, os.path.relpath(row.file, audio_root))
-        parent = os.path.dirname(link)
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        _link(link, row.real)
-        info = os.path.splitext(link)[0] + '.json'  # = Path(link).with_suffix('.json'), where stock looks
-        _write_sidecar(info, json.dumps(sidecar(row, kind), ensure_ascii=True, indent=1) + '\n')
-        written.update((link, info))
-        probe_ = row.probe
-        metas.append(AudioMeta(path=link, duration=probe_['frames'] / probe_['sample_rate'],
-                               sample_rate=probe_['sample_rate']))
+    """Links and sidecars (WRITE_THREADS at a time), then the manifest (one rename), then removes what the
+    previous run left and this one does not list. Returns the number of clips written."""
+    links = str((folder / LINKS).absolute())
+    os.makedirs(links, exist_ok=True)
+    with ThreadPoolExecutor(WRITE_THREADS) as executor:
+        done = list(executor.map(lambda row: _write_clip(row, links, audio_root, kind), rows))
+    metas = [meta for meta, _, _ in done]
+    written = {path for _, link, info in done for path in (link, info)}
     metas.sort(key=lambda meta: meta.path)
     tmp = folder / f'.data.tmp{os.getpid()}.jsonl.gz'  # `.gz` last: stock's writer picks gzip by the suffix
     save_audio_meta(tmp, metas)
     os.replace(tmp, folder / MANIFEST)
-    for root, dirs, names in os.walk(links, topdown=False):  # files before their folders
+    for root, _dirs, names in os.walk(links, topdown=False):  # files before their folders
         for name in names:
             path = os.path.join(root, name)
             if path not in written:
                 os.unlink(path)
-        if root != str(links) and not os.listdir(root):
+        if root != links and not os.listdir(root):
             os.rmdir(root)
     return len(metas)
 
@@ -694,8 +697,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--strict', action='store_true', help='any problem: exit 2, nothing written')
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
                         help='parallel probes (default: the CPU count, at most 8)')
-    parser.add_argument('--pool', choices=('process', 'thread'), default='process',
-                        help='probe in processes (default; see docs/data.md for the measurement) or threads')
+    parser.add_argument('--pool', choices=('thread', 'process'), default='thread',
+                        help='probe in threads (default: faster in docs/data.md\'s measurement) or processes')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     return parser
 

@@ -7,7 +7,7 @@ times, in alternating rounds over the same files (all in the page cache: they we
 - `bare_info`: `for path in files: soundfile.info(path)`, one process: the header only, no samples;
 - `probe_<pool>_<workers>`: prepare's probe phase (`probe_all`, empty cache): one open per file, header plus
   samples until the first non-silent block, in a process or thread pool (and serially, `probe_serial`);
-- `prepare_cold`: the whole command in-process (csv read, folder walk, probes, links, sidecars, manifest,
+- `prepare_cold`: the whole command in-process (default thread pool) (csv read, folder walk, probes, links, sidecars, manifest,
   report) into an empty folder; `prepare_rerun`: the same into the folder it wrote, the probes cached.
 Reported: the median over rounds of each one's files/s, written to `bench/results/NAME.json` and printed.
 Not part of `make test` (it writes ~10,000 files and takes about a minute).
@@ -104,10 +104,10 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
             seconds[name].append(time.perf_counter() - start)
         out = work / f'out{round_}'
         start = time.perf_counter()
-        run_prepare(work, out, workers, 'process')
+        run_prepare(work, out, workers, 'thread')
         seconds['prepare_cold'].append(time.perf_counter() - start)
         start = time.perf_counter()
-        run_prepare(work, out, workers, 'process')
+        run_prepare(work, out, workers, 'thread')
         seconds['prepare_rerun'].append(time.perf_counter() - start)
         shutil.rmtree(out)
         print(f"round {round_ + 1}/{args.rounds}: " + ', '.join(
@@ -121,7 +121,7 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
         'soundfile': soundfile.__version__, 'libsndfile': soundfile.__libsndfile_version__,
         'clips': args.clips, 'duration_s': args.duration, 'sample_rate': 16000, 'rounds': args.rounds,
         'workers': workers, 'seconds': seconds, 'files_per_s_median': files_per_s,
-        'probe_vs_bare': files_per_s[f'probe_process_{workers}'] / files_per_s['bare_info'],
+        'probe_vs_bare': files_per_s[f'probe_thread_{workers}'] / files_per_s['bare_info'],
         'prepare_cold_vs_bare': files_per_s['prepare_cold'] / files_per_s['bare_info'],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
