@@ -370,8 +370,10 @@ def test_default_out_is_where_the_recipe_reads(tmp_path, capsys, monkeypatch):
     assert (tmp_path / 'egs' / 'rr_sound_16khz' / 'valid' / 'data.jsonl.gz').exists()
     assert run(capsys, 'csv', '--captions', captions, '--audio', 'audio', '--valid-fraction', 0.5)[0] == 0
     assert (tmp_path / 'egs' / 'rr_sound_16khz' / 'train' / 'data.jsonl.gz').exists()
-    code, text = run(capsys, 'csv', '--captions', captions, '--audio', 'audio', '--out', 'audio/x')
-    assert code == 2 and 'never writes into the audio folder' in text
+    for out in ('audio/x', '.'):  # inside --audio, or --audio is where the links would go (OUT/audio)
+        code, text = run(capsys, 'csv', '--captions', captions, '--audio', 'audio', '--out', out)
+        assert code == 2 and 'never writes into the audio folder' in text, out
+    assert sorted(os.listdir('audio')) == ['c00.wav', 'c01.wav']
 
 
 @pytest.mark.parametrize('ext, subtype', [('wav', 'PCM_16'), ('wav', 'FLOAT'), ('flac', 'PCM_24'), ('ogg', 'VORBIS'),

@@ -131,14 +131,17 @@ class Problems:
 
 def _read_csv(path: Path, required: tp.Sequence[str]) -> tp.Tuple[tp.List[str], tp.List[tp.Tuple[int, dict]]]:
     """The header and (line, row) pairs of a csv (BOM tolerated); refuse it when a required column is absent."""
-    with open(path, newline='', encoding='utf-8-sig') as file:
-        reader = csv.DictReader(file)
-        header = list(reader.fieldnames or [])
-        missing = [name for name in required if name not in header]
-        if missing:
-            raise PrepareError(f"{path}: no column {', '.join(repr(m) for m in missing)} "
-                               f"(columns: {', '.join(header) or 'none'})")
-        rows = [(reader.line_num, row) for row in reader]
+    try:
+        with open(path, newline='', encoding='utf-8-sig') as file:
+            reader = csv.DictReader(file)
+            header = list(reader.fieldnames or [])
+            missing = [name for name in required if name not in header]
+            if missing:
+                raise PrepareError(f"{path}: no column {', '.join(repr(m) for m in missing)} "
+                                   f"(columns: {', '.join(header) or 'none'})")
+            rows = [(reader.line_num, row) for row in reader]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise PrepareError(f"{path}: not a UTF-8 csv ({error})") from None
     return header, rows
 
 
@@ -433,6 +436,8 @@ def _probe_libsndfile(path: str) -> tp.Dict[str, tp.Any]:
     info = _sf_ffi.new('SF_INFO*')
     handle = _sf_lib.sf_open(os.fsencode(path), _sf_lib.SFM_READ, info)
     if handle == _sf_ffi.NULL:
+        # libsndfile keeps the last open error in one global: with threads, the text may be a neighbour's
+        # (as with soundfile's own SoundFile); the verdict, unreadable, is this file's.
         message = _sf_ffi.string(_sf_lib.sf_strerror(_sf_ffi.NULL)).decode('utf-8', 'replace')
         return {'error': f'unreadable: {message}'}
     try:
@@ -636,7 +641,8 @@ def write_split(folder: Path, rows: tp.List[Row], audio_root: Path, kind: str) -
     for root, _dirs, names in os.walk(links, topdown=False):  # files before their folders
         for name in names:
             path = os.path.join(root, name)
-            if path not in written:
+            # Only what prepare writes (links, sidecars) is removed: a file put there by hand is left alone.
+            if path not in written and (os.path.islink(path) or name.endswith('.json')):
                 os.unlink(path)
         if root != links and not os.listdir(root):
             os.rmdir(root)
@@ -725,8 +731,12 @@ def prepare(args: argparse.Namespace) -> tp.Tuple[int, tp.Dict[str, tp.Any]]:
                                f"{RECIPE_DATA[kind]}/SPLIT), or --valid-fraction F, or --out DIR")
         out = RECIPE_DATA[kind] / args.split if args.split else RECIPE_DATA[kind]
     audio_root = Path(os.path.abspath(args.audio))
-    if audio_root.resolve() == out.resolve() or audio_root.resolve() in out.resolve().parents:
-        raise PrepareError(f"--out {out} is inside --audio {args.audio}: prepare never writes into the audio folder")
+    real_audio = audio_root.resolve()
+    for links in [out / LINKS, out / 'train' / LINKS, out / 'valid' / LINKS]:
+        real_links = links.resolve()
+        if real_links == real_audio or real_audio in real_links.parents or real_links in real_audio.parents:
+            raise PrepareError(f"--out {out} overlaps --audio {args.audio} (prepare writes links under "
+                               f"{links}): prepare never writes into the audio folder")
     min_sample_rate = args.min_sample_rate if args.min_sample_rate is not None else MIN_SAMPLE_RATE[kind]
 
     problems = Problems()
@@ -769,9 +779,11 @@ def prepare(args: argparse.Namespace) -> tp.Tuple[int, tp.Dict[str, tp.Any]]:
         print(f"no clip left to write: nothing written to {out}", file=sys.stderr)
         return 2, report
 
+    write_started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     for name, split_clips in splits.items():
         write_split(out / name, split_clips, audio_root, kind)
+    report['write_seconds'] = time.perf_counter() - write_started
     if args.valid_fraction is None:
         for stale in ('train', 'valid'):  # a split folder from an earlier --valid-fraction run is not ours now
             if (out / stale / MANIFEST).exists():

@@ -7,9 +7,11 @@ times, in alternating rounds over the same files (all in the page cache: they we
 - `bare_info`: `for path in files: soundfile.info(path)`, one process: the header only, no samples;
 - `probe_<pool>_<workers>`: prepare's probe phase (`probe_all`, empty cache): one open per file, header plus
   samples until the first non-silent block, in a process or thread pool (and serially, `probe_serial`);
-- `prepare_cold`: the whole command in-process (default thread pool) (csv read, folder walk, probes, links, sidecars, manifest,
-  report) into an empty folder; `prepare_rerun`: the same into the folder it wrote, the probes cached.
-Reported: the median over rounds of each one's files/s, written to `bench/results/NAME.json` and printed.
+- `prepare_cold`: the whole command in-process, default settings (csv read, folder walk, probes, links,
+  sidecars, manifest, report) into an empty folder, its probe and write phases also recorded apart;
+  `prepare_rerun`: the same into the folder it wrote, the probes cached.
+Reported: the median over rounds of each one's files/s, and of its speed ratio to the bare loop of the same
+round, written to `bench/results/NAME.json` and printed.
 Not part of `make test` (it writes ~10,000 files and takes about a minute).
 """
 import argparse
@@ -58,7 +60,7 @@ def bare_info(paths: tp.List[str]) -> None:
         soundfile.info(path)
 
 
-def run_prepare(folder: Path, out: Path, workers: int, pool: str) -> None:
+def run_prepare(folder: Path, out: Path, workers: int, pool: str) -> tp.Dict[str, tp.Any]:
     args = prep.get_parser().parse_args([
         'csv', '--captions', str(folder / 'captions.csv'), '--audio', str(folder / 'audio'), '--out', str(out),
         '--min-duration', '0', '--workers', str(workers), '--pool', pool, '--no-progress'])
@@ -69,6 +71,7 @@ def run_prepare(folder: Path, out: Path, workers: int, pool: str) -> None:
         finally:
             sys.stderr = stderr
     assert code == 0 and report['kept'] == len(list((folder / 'audio').iterdir())), report['problem_counts']
+    return report
 
 
 def main(argv: tp.Optional[tp.List[str]] = None) -> int:
@@ -96,6 +99,7 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     }
     seconds: tp.Dict[str, tp.List[float]] = {name: [] for name in [*cases, 'prepare_cold', 'prepare_rerun']}
     names = list(cases)
+    phases: tp.Dict[str, tp.List[float]] = {'probe': [], 'write': []}  # inside prepare_cold, seconds
     for round_ in range(args.rounds):
         order = names[round_ % len(names):] + names[:round_ % len(names)]  # rotate: drift hits every case alike
         for name in order:
@@ -104,8 +108,10 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
             seconds[name].append(time.perf_counter() - start)
         out = work / f'out{round_}'
         start = time.perf_counter()
-        run_prepare(work, out, workers, 'thread')
+        report = run_prepare(work, out, workers, 'thread')
         seconds['prepare_cold'].append(time.perf_counter() - start)
+        phases['probe'].append(report['probe']['seconds'])
+        phases['write'].append(report['write_seconds'])
         start = time.perf_counter()
         run_prepare(work, out, workers, 'thread')
         seconds['prepare_rerun'].append(time.perf_counter() - start)
@@ -114,15 +120,17 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
             f"{name} {args.clips / times[-1]:.0f}/s" for name, times in seconds.items()), file=sys.stderr)
 
     files_per_s = {name: args.clips / statistics.median(times) for name, times in seconds.items()}
+    # Per round, each case against the bare loop of the same round (machine load drifts between rounds).
+    vs_bare = {name: statistics.median(bare / own for bare, own in zip(seconds['bare_info'], times))
+               for name, times in seconds.items()}
     result = {
         'command': 'python -m rr_audiocraft.data.prepare_bench ' + ' '.join(argv if argv is not None else sys.argv[1:]),
         'date': datetime.datetime.now().isoformat(timespec='seconds'),
         'machine': f"{platform.machine()}, {os.cpu_count()} cores visible, load {os.getloadavg()}",
         'soundfile': soundfile.__version__, 'libsndfile': soundfile.__libsndfile_version__,
         'clips': args.clips, 'duration_s': args.duration, 'sample_rate': 16000, 'rounds': args.rounds,
-        'workers': workers, 'seconds': seconds, 'files_per_s_median': files_per_s,
-        'probe_vs_bare': files_per_s[f'probe_thread_{workers}'] / files_per_s['bare_info'],
-        'prepare_cold_vs_bare': files_per_s['prepare_cold'] / files_per_s['bare_info'],
+        'workers': workers, 'seconds': seconds, 'prepare_cold_phase_seconds': phases, 'files_per_s_median': files_per_s,
+        'speed_vs_bare_same_round_median': vs_bare,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS / f'.{args.name}.json.tmp'
@@ -130,9 +138,10 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     os.replace(tmp, RESULTS / f'{args.name}.json')
     if args.dir is None:
         shutil.rmtree(work)
-    print(f"files/s, median of {args.rounds} rounds ({args.clips} clips of {args.duration:g} s):")
+    print(f"files/s, median of {args.rounds} rounds ({args.clips} clips of {args.duration:g} s); "
+          "x bare: median over rounds of the speed ratio to the same round's bare loop")
     for name, rate in files_per_s.items():
-        print(f"  {name:<20} {rate:10.0f}")
+        print(f"  {name:<20} {rate:10.0f}   x{vs_bare[name]:.2f}")
     print(f"written: {RESULTS / (args.name + '.json')}")
     return 0
 
