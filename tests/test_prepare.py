@@ -51,6 +51,10 @@ def report(out: Path) -> dict:
     return json.loads((out / 'report.json').read_text(encoding='utf-8'))
 
 
+def report_absent(out: Path) -> bool:
+    return not out.exists()
+
+
 def sidecars(split: Path) -> tp.Dict[str, tp.Any]:
     """Sidecar of each manifest entry (found as stock does: next to the manifest's path), by the link's name."""
     found = {}
@@ -121,10 +125,6 @@ def test_audiocaps_audio_name_template(tmp_path, capsys):
     code, text = run(capsys, 'audiocaps', '--captions', captions, '--audio', audio, '--out', tmp_path / 'bad',
                      '--audio-name', '{ytid}.flac')
     assert code == 2 and text.count('\n') == 1 and "'ytid'" in text
-
-
-def report_absent(out: Path) -> bool:
-    return not out.exists()
 
 
 def test_clotho(tmp_path, capsys):
