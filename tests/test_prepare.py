@@ -336,6 +336,11 @@ def test_valid_fraction_split_is_deterministic(tmp_path, capsys):
     else:
         raise AssertionError(f'valid of the subset {fewer} not within {first}')
     SoundDataset.from_meta(tmp_path / 'a' / 'valid', **dataset_kwargs(16000))[0]
+    # One clip cannot fill both splits: refused, nothing written (not an empty manifest).
+    write_csv(tmp_path / 'one.csv', ['path', 'caption'], [['c00.wav', 'alone']])
+    code, text = run(capsys, 'csv', '--captions', tmp_path / 'one.csv', '--audio', tmp_path / 'audio',
+                     '--valid-fraction', 0.25, '--out', tmp_path / 'e')
+    assert code == 2 and 'cannot fill both train and valid' in text and not (tmp_path / 'e').exists()
 
 
 def test_rerun_reuses_the_probe_of_unchanged_files(tmp_path, capsys):
@@ -385,6 +390,26 @@ def test_probe_agrees_with_soundfile_info(tmp_path, ext, subtype):
     info = soundfile.info(str(path))
     assert prepare.probe(str(path)) == {'sample_rate': info.samplerate, 'frames': info.frames,
                                         'channels': info.channels, 'silent': False}
+
+
+def test_probe_reads_m4a_through_the_stock_reader(tmp_path):
+    """m4a (which libsndfile does not read) goes through AudioCraft's PyAV reader; garbage is unreadable."""
+    av = pytest.importorskip('av')
+    path = tmp_path / 'clip.m4a'
+    wav = (0.3 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)).astype(np.float32)[None]
+    with av.open(str(path), 'w', format='ipod') as container:
+        stream = container.add_stream('aac', rate=16000)
+        stream.layout = 'mono'
+        for start in range(0, wav.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(wav[:, start:start + 1024].copy(), format='fltp', layout='mono')
+            frame.sample_rate = 16000
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    result = prepare.probe(str(path))
+    assert result['sample_rate'] == 16000 and result['channels'] == 1 and result['silent'] is False
+    assert 32000 <= result['frames'] <= 32000 + 2048  # AAC adds encoder priming / padding frames
+    (tmp_path / 'bad.m4a').write_bytes(b'not an mp4 container' * 10)
+    assert prepare.probe(str(tmp_path / 'bad.m4a'))['error'].startswith('unreadable: ')
 
 
 def test_probe_finds_sound_after_a_long_silence(tmp_path):

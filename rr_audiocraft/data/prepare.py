@@ -774,9 +774,11 @@ def prepare(args: argparse.Namespace) -> tp.Tuple[int, tp.Dict[str, tp.Any]]:
         print(summary(report), file=sys.stderr)
         print(f"--strict: {problems.total()} problems, nothing written to {out}", file=sys.stderr)
         return 2, report
-    if not clips:
+    empty = [name for name, split_clips in splits.items() if not split_clips]
+    if empty:
         print(summary(report), file=sys.stderr)
-        print(f"no clip left to write: nothing written to {out}", file=sys.stderr)
+        why = 'no clip left to write' if not clips else f'{len(clips)} clip(s) cannot fill both train and valid'
+        print(f"{why}: nothing written to {out}", file=sys.stderr)
         return 2, report
 
     write_started = time.perf_counter()
