@@ -23,7 +23,8 @@ exactly as written; the JSON is ASCII-escaped so that stock's `open(path, 'r')` 
 whatever the locale's encoding.
 
 Bad input never stops the run: a problem drops the row or clip it concerns, is listed, and the good clips
-are written (exit 0). `--strict` exits with status 2 and writes nothing when there is any problem.
+are written (exit 0). `--strict` exits with status 2 and writes nothing when there is any problem; so does
+a run left with no clip, or with too few to fill both train and valid.
 Start-up refusals (no such caption file, missing columns, a bad option) are one line on stderr, exit 2.
 """
 import argparse
