@@ -144,7 +144,8 @@ def _manifest_file(path: Path) -> Path:
             if (path / name).exists():
                 return path / name
         raise DatasetError(f"Dataset folder {path} has no manifest: expected data.jsonl or data.jsonl.gz "
-                           "(write one with `python -m audiocraft.data.audio_dataset` or rr_audiocraft.data.synth)")
+                           "(write one with `python -m rr_audiocraft.data.prepare`, see docs/data.md, or "
+                           "rr_audiocraft.data.synth)")
     if not path.exists():
         raise DatasetError(f"Dataset manifest {path} does not exist")
     return path
