@@ -42,6 +42,17 @@ from pathlib import Path
 import numpy as np
 import omegaconf
 import torch
+from transformers import T5Config, T5EncoderModel
+
+from audiocraft.models import builders as stock_builders
+from audiocraft.modules.conditioners import T5Conditioner, TextConditioner
+from audiocraft.solvers.compression import CompressionSolver
+from audiocraft.solvers.musicgen import MusicGenSolver
+
+from .models.builders import get_rr_lm_model
+from .regularization import masked_pool, rr_loss
+from .settings import lm_batch_size, split_batches_over_ranks
+from .train import main as dora_main
 
 GIB = 2 ** 30
 # Usable memory of a GPU of M GiB: (M - CUDA_CONTEXT_GIB) * (1 - ALLOCATOR_MARGIN). See docs/plan.md.
@@ -88,11 +99,10 @@ class PlanError(ValueError):
 
 def compose(overrides: tp.Sequence[str]) -> omegaconf.DictConfig:
     """The XP config `dora run OVERRIDES` would train (global batch sizes, as the config gives them)."""
-    from .train import main
     if not any(o.startswith('solver=') for o in overrides):
         raise PlanError("give the recipe as solver=NAME (e.g. solver=rr_musicgen/musicgen_300m)")
     try:
-        cfg = main.get_xp(list(overrides)).cfg
+        cfg = dora_main.get_xp(list(overrides)).cfg
     except Exception as error:  # Hydra's composition errors: unknown group option, bad override syntax
         said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PlanError(f"cannot compose {' '.join(overrides)}: {said}") from None
@@ -106,8 +116,6 @@ class _T5EncoderOnMeta:
     rule for where the encoder lives (a submodule only with `finetune`), the encoder built on meta from its
     config instead of downloaded."""
     def __new__(cls, name: str, output_dim: int, finetune: bool, device: str, **_: tp.Any):
-        from audiocraft.modules.conditioners import T5Conditioner, TextConditioner
-        from transformers import T5Config, T5EncoderModel
         if name not in T5_ENCODERS:
             raise PlanError(f"conditioner T5 name {name!r} has no known shape; known: {sorted(T5_ENCODERS)}")
         conditioner = T5Conditioner.__new__(T5Conditioner)
@@ -124,18 +132,16 @@ class _T5EncoderOnMeta:
 
 @contextlib.contextmanager
 def _t5_without_download():
-    from audiocraft.models import builders
-    stock = builders.T5Conditioner
-    builders.T5Conditioner = _T5EncoderOnMeta  # type: ignore
+    stock = stock_builders.T5Conditioner
+    stock_builders.T5Conditioner = _T5EncoderOnMeta  # type: ignore
     try:
         yield
     finally:
-        builders.T5Conditioner = stock
+        stock_builders.T5Conditioner = stock
 
 
 def build_lm(cfg: omegaconf.DictConfig, device: str = 'meta', num_layers: tp.Optional[int] = None) -> torch.nn.Module:
     """The RR solvers' LM (`get_rr_lm_model`) on `device`; T5 encoders on meta, never downloaded."""
-    from .models.builders import get_rr_lm_model
     cfg = omegaconf.OmegaConf.create(omegaconf.OmegaConf.to_container(cfg, resolve=False))
     cfg.device = device
     if num_layers is not None:
@@ -166,15 +172,22 @@ def compression_facts(cfg: omegaconf.DictConfig, frame_rate: tp.Optional[float] 
     checkpoint = str(cfg.compression_model_checkpoint)
     if frame_rate is not None:
         return {'frame_rate': frame_rate, 'params': 0, 'source': f"--frame-rate {frame_rate:g} (weights not counted)"}
+    if checkpoint not in _COMPRESSION:  # a grid's XPs share their compression model: built once
+        _COMPRESSION[checkpoint] = _compression_facts(checkpoint)
+    return dict(_COMPRESSION[checkpoint])
+
+
+_COMPRESSION: tp.Dict[str, tp.Dict[str, tp.Any]] = {}
+
+
+def _compression_facts(checkpoint: str) -> tp.Dict[str, tp.Any]:
     if checkpoint in PUBLIC_COMPRESSION:
-        from audiocraft.models.builders import get_compression_model
         recipe = _compose_compression(PUBLIC_COMPRESSION[checkpoint])
         recipe.device = 'meta'
         with torch.device('meta'):
-            model = get_compression_model(recipe)
+            model = stock_builders.get_compression_model(recipe)
         source = f"{checkpoint}, shapes of stock solver={PUBLIC_COMPRESSION[checkpoint]}"
     else:
-        from audiocraft.solvers.compression import CompressionSolver
         try:
             model = CompressionSolver.model_from_checkpoint(checkpoint, device='cpu')
         except Exception as error:
@@ -187,9 +200,8 @@ def compression_facts(cfg: omegaconf.DictConfig, frame_rate: tp.Optional[float] 
 
 
 def _compose_compression(solver: str) -> omegaconf.DictConfig:
-    from .train import main
     # `dset=audio/example`: a compression recipe composes only with some data source; its shapes do not use it.
-    return main.get_xp([f'solver={solver}', 'dset=audio/example']).cfg
+    return dora_main.get_xp([f'solver={solver}', 'dset=audio/example']).cfg
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -197,17 +209,18 @@ def _compose_compression(solver: str) -> omegaconf.DictConfig:
 
 @dataclasses.dataclass
 class ActivationProfile:
-    """Bytes autograd keeps for the backward, as measured: `const + per_layer_const L + B (base(T) + L layer(T))`.
+    """Bytes autograd keeps for the backward, as measured: `const(T) + L per_layer_const(T) + B (base(T) + L layer(T))`.
 
     Attributes:
-        const, per_layer_const (float): batch-independent bytes (autocast's casted weights), without / per layer.
-        base, layer (list): coefficients of quadratics in T (frames), per sample: outside / per layer.
+        const, per_layer_const (list): batch-independent bytes (autocast's casted weights, a causal mask),
+            outside / per layer: coefficients of quadratics in T (frames).
+        base, layer (list): per sample, outside / per layer: coefficients of quadratics in T.
         layer_input (list): linear coefficients of the bytes of one layer's input per sample (what checkpointing keeps).
         logits_bytes_per_frame (float): bytes of the logits per sample and frame (their gradient is a backward transient).
         mode (str): the precision measured.
     """
-    const: float
-    per_layer_const: float
+    const: tp.List[float]
+    per_layer_const: tp.List[float]
     base: tp.List[float]
     layer: tp.List[float]
     layer_input: tp.List[float]
@@ -215,17 +228,18 @@ class ActivationProfile:
     mode: str
 
     def saved(self, layers: int, batch: int, frames: int) -> float:
-        return self.const + layers * self.per_layer_const + batch * (
-            np.polyval(self.base, frames) + layers * np.polyval(self.layer, frames))
+        return float(np.polyval(self.const, frames) + layers * np.polyval(self.per_layer_const, frames) + batch * (
+            np.polyval(self.base, frames) + layers * np.polyval(self.layer, frames)))
 
     def checkpointed(self, layers: int, batch: int, frames: int) -> float:
         """Peak kept with `checkpointing=torch`: at the end of the forward (layer inputs; autocast's cast cache
         holds every layer's weights until the autocast region ends) or in the backward (layer inputs plus one
         recomputed layer)."""
         kept = batch * (np.polyval(self.base, frames) + layers * np.polyval(self.layer_input, frames))
-        end_of_forward = kept + self.const + layers * self.per_layer_const
-        in_backward = kept + batch * np.polyval(self.layer, frames) + self.const + self.per_layer_const
-        return max(end_of_forward, in_backward)
+        const, per_layer_const = np.polyval(self.const, frames), np.polyval(self.per_layer_const, frames)
+        end_of_forward = kept + const + layers * per_layer_const
+        in_backward = kept + batch * np.polyval(self.layer, frames) + const + per_layer_const
+        return float(max(end_of_forward, in_backward))
 
 
 def precision_mode(cfg: omegaconf.DictConfig) -> str:
@@ -247,8 +261,6 @@ def measure_saved_bytes(lm: torch.nn.Module, batch: int, frames: int, mode: str,
     Returns:
         dict: `saved` (bytes), `layer_input` (bytes of the tensor entering the first layer), `logits` (bytes).
     """
-    from audiocraft.solvers.musicgen import MusicGenSolver
-    from .regularization import masked_pool, rr_loss
     parameters = {p.untyped_storage().data_ptr() for p in lm.parameters()}
     saved: tp.Dict[int, int] = {}
     held: tp.List[torch.Tensor] = []
@@ -327,19 +339,22 @@ def _measurable(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
 
 
 def fit_profile(measured: tp.Dict[tp.Tuple[int, int, int], tp.Dict[str, float]], mode: str) -> ActivationProfile:
-    """Solve `bytes = c0 + L c1 + B (a(T) + L b(T))` from measurements at 2 depths, 2 batches and 3 lengths."""
+    """Solve `bytes = c(T) + L d(T) + B (a(T) + L b(T))`, each of a, b, c, d a quadratic in T, from measurements
+    at 2 depths, 2 batches and 3 lengths (12 equations, 12 unknowns: exact at the measured points)."""
     (l1, l2), (b1, b2) = MEASURE_LAYERS, MEASURE_BATCHES
     per_sample = {(layers, frames): (measured[layers, b2, frames]['saved'] - measured[layers, b1, frames]['saved'])
                   / (b2 - b1) for layers in MEASURE_LAYERS for frames in MEASURE_FRAMES}
-    const = {layers: measured[layers, b2, MEASURE_FRAMES[-1]]['saved'] - b2 * per_sample[layers, MEASURE_FRAMES[-1]]
-             for layers in MEASURE_LAYERS}
-    per_layer_const = (const[l2] - const[l1]) / (l2 - l1)
+    const = {(layers, t): measured[layers, b2, t]['saved'] - b2 * per_sample[layers, t]
+             for layers in MEASURE_LAYERS for t in MEASURE_FRAMES}
+    per_layer_const = [(const[l2, t] - const[l1, t]) / (l2 - l1) for t in MEASURE_FRAMES]
+    base_const = [const[l1, t] - l1 * y for t, y in zip(MEASURE_FRAMES, per_layer_const)]
     layer = [(per_sample[l2, t] - per_sample[l1, t]) / (l2 - l1) for t in MEASURE_FRAMES]
     base = [per_sample[l1, t] - l1 * y for t, y in zip(MEASURE_FRAMES, layer)]
     inputs = [measured[l1, b2, t]['layer_input'] / b2 for t in MEASURE_FRAMES]
     logits = measured[l1, b2, MEASURE_FRAMES[-1]]['logits'] / (b2 * MEASURE_FRAMES[-1])
     return ActivationProfile(
-        const=const[l1] - l1 * per_layer_const, per_layer_const=per_layer_const,
+        const=list(np.polyfit(MEASURE_FRAMES, base_const, 2)),
+        per_layer_const=list(np.polyfit(MEASURE_FRAMES, per_layer_const, 2)),
         base=list(np.polyfit(MEASURE_FRAMES, base, 2)), layer=list(np.polyfit(MEASURE_FRAMES, layer, 2)),
         layer_input=list(np.polyfit(MEASURE_FRAMES, inputs, 1)), logits_bytes_per_frame=logits, mode=mode)
 
@@ -387,7 +402,6 @@ class Facts:
 
 def setup_of(cfg: omegaconf.DictConfig, gpus: int) -> Setup:
     """The per-GPU batch as `train.get_solver` and `settings.lm_batch_size` make it, and the settings."""
-    from .settings import lm_batch_size, split_batches_over_ranks
     per_rank = omegaconf.OmegaConf.create(omegaconf.OmegaConf.to_container(cfg, resolve=False))
     uneven = split_batches_over_ranks(per_rank, gpus)
     if uneven:
