@@ -79,12 +79,15 @@ T5_ENCODERS: tp.Dict[str, tp.Dict[str, tp.Any]] = {
     'google/flan-t5-large': dict(d_model=1024, d_kv=64, d_ff=2816, num_layers=24, num_heads=16,
                                  feed_forward_proj='gated-gelu'),
 }
-# Public compression models: the stock recipe that trained each (its shapes, built on meta).
+# Released models and the stock recipe that trained their compression model (its shapes, built on meta): for
+# `//pretrained/facebook/NAME`, and for a local copy in the hub layout (`//pretrained//DIR/NAME[/FILE]`) that
+# is not on this machine.
 PUBLIC_COMPRESSION = {
-    '//pretrained/facebook/encodec_32khz': 'compression/encodec_musicgen_32khz',
-    '//pretrained/facebook/audiogen-medium': 'compression/encodec_audiogen_16khz',
-    '//pretrained/facebook/musicgen-small': 'compression/encodec_musicgen_32khz',
-    '//pretrained/facebook/musicgen-medium': 'compression/encodec_musicgen_32khz',
+    'encodec_32khz': 'compression/encodec_musicgen_32khz',
+    'musicgen-small': 'compression/encodec_musicgen_32khz',
+    'musicgen-medium': 'compression/encodec_musicgen_32khz',
+    'musicgen-large': 'compression/encodec_musicgen_32khz',
+    'audiogen-medium': 'compression/encodec_audiogen_16khz',
 }
 OPTIMIZER_STATES = {'adam': 2, 'adamw': 2, 'dadam': 3}  # fp32 tensors per parameter (dadam: s, exp_avg, exp_avg_sq)
 DTYPE_BYTES = {'float32': 4, 'float16': 2, 'bfloat16': 2}
@@ -181,22 +184,34 @@ _COMPRESSION: tp.Dict[str, tp.Dict[str, tp.Any]] = {}
 
 
 def _compression_facts(checkpoint: str) -> tp.Dict[str, tp.Any]:
-    if checkpoint in PUBLIC_COMPRESSION:
-        recipe = _compose_compression(PUBLIC_COMPRESSION[checkpoint])
-        recipe.device = 'meta'
-        with torch.device('meta'):
-            model = stock_builders.get_compression_model(recipe)
-        source = f"{checkpoint}, shapes of stock solver={PUBLIC_COMPRESSION[checkpoint]}"
-    else:
+    released = _released_name(checkpoint)
+    local = checkpoint.startswith('//pretrained//') or not checkpoint.startswith('//pretrained/')
+    if released is None or (local and Path(checkpoint.replace('//pretrained/', '', 1)).exists()):
         try:
             model = CompressionSolver.model_from_checkpoint(checkpoint, device='cpu')
         except Exception as error:
+            said = str(error).strip().splitlines()[0] if str(error).strip() else ''
             raise PlanError(f"cannot load compression_model_checkpoint={checkpoint} to read its frame rate "
-                            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-                            "pass --frame-rate HZ to plan without it") from None
+                            f"({type(error).__name__}: {said}); pass --frame-rate HZ to plan without it") from None
         source = f"{checkpoint}, loaded"
+    else:
+        recipe = _compose_compression(PUBLIC_COMPRESSION[released])
+        recipe.device = 'meta'
+        with torch.device('meta'):
+            model = stock_builders.get_compression_model(recipe)
+        source = f"{checkpoint}: {released}, shapes of stock solver={PUBLIC_COMPRESSION[released]}"
     return {'frame_rate': float(model.frame_rate), 'params': sum(p.numel() for p in model.parameters()),
             'source': source}
+
+
+def _released_name(checkpoint: str) -> tp.Optional[str]:
+    """`musicgen-small` of `//pretrained/facebook/musicgen-small` or `//pretrained//DIR/musicgen-small/FILE`."""
+    if not checkpoint.startswith('//pretrained/'):
+        return None
+    parts = [part for part in checkpoint[len('//pretrained/'):].split('/') if part]
+    if parts and parts[-1].endswith('.bin'):
+        parts = parts[:-1]
+    return parts[-1] if parts and parts[-1] in PUBLIC_COMPRESSION else None
 
 
 def _compose_compression(solver: str) -> omegaconf.DictConfig:
@@ -216,7 +231,8 @@ class ActivationProfile:
             outside / per layer: coefficients of quadratics in T (frames).
         base, layer (list): per sample, outside / per layer: coefficients of quadratics in T.
         layer_input (list): linear coefficients of the bytes of one layer's input per sample (what checkpointing keeps).
-        logits_bytes_per_frame (float): bytes of the logits per sample and frame (their gradient is a backward transient).
+        logits_bytes_per_frame (float): bytes of the logits per sample and frame (their gradient is a
+            backward transient).
         mode (str): the precision measured.
     """
     const: tp.List[float]
@@ -434,9 +450,11 @@ def facts_of(cfg: omegaconf.DictConfig, frame_rate: tp.Optional[float] = None) -
         frozen_encoders=frozen_text_encoders(lm), compression=compression,
         param_bytes=DTYPE_BYTES[str(cfg.dtype)], optimizer=optimizer, optimizer_states=OPTIMIZER_STATES[optimizer],
         ema=bool(cfg.optim.ema.use), ema_device=cfg.optim.ema.get('device'),
-        fsdp_param_bytes=DTYPE_BYTES[str(cfg.fsdp.param_dtype)], fsdp_reduce_bytes=DTYPE_BYTES[str(cfg.fsdp.reduce_dtype)],
+        fsdp_param_bytes=DTYPE_BYTES[str(cfg.fsdp.param_dtype)],
+        fsdp_reduce_bytes=DTYPE_BYTES[str(cfg.fsdp.reduce_dtype)],
         largest_unit=max(units + [sum(p.numel() for p in lm.parameters()) - in_layers]),
-        rr_weight=float(cfg.rr.weight) if cfg.get('rr') else 0.0, rr_gather=bool(cfg.rr.gather) if cfg.get('rr') else False)
+        rr_weight=float(cfg.rr.weight) if cfg.get('rr') else 0.0,
+        rr_gather=bool(cfg.rr.gather) if cfg.get('rr') else False)
 
 
 def usable_bytes(gpu_memory_gib: float) -> float:
@@ -502,7 +520,8 @@ def suggestions(facts: Facts, setup: Setup, gpu_memory: float,
     if base.ema_gpu:
         options.append(base.changed('optim.ema.device=cpu', ema_gpu=False))
     if not base.checkpointing:
-        options += [option.changed('transformer_lm.checkpointing=torch', checkpointing=True) for option in list(options)]
+        options += [option.changed('transformer_lm.checkpointing=torch', checkpointing=True)
+                    for option in list(options)]
 
     def fits(option: Setup) -> bool:
         return not start_problems(option, facts) and estimate(facts, option, profile_for(option.mode))['peak'] <= usable
@@ -659,12 +678,13 @@ def table(recipes: tp.Sequence[str], gpus: tp.Sequence[int] = TABLE_GPUS,
                 continue
             for memory in memories:
                 result = plan_from(cfg, facts, setup, memory, overrides)
-                fix = '; '.join(result['problems'])
+                fix = '; '.join(problem.split(' (')[0] for problem in result['problems'])  # the cause, not the why
                 if result['suggestions']:
                     option = result['suggestions'][0]
-                    fix += ('; ' if fix else '') + f"`{' '.join(option['overrides'])}` ({option['peak_gib']:.1f} GiB" + (
-                        f", batch {option['per_gpu_batch']}, {option['rr_pairs_per_gpu']} pairs)"
-                        if option['per_gpu_batch'] != result['per_gpu_batch'] else ')')
+                    batch = (f", batch {option['per_gpu_batch']}, {option['rr_pairs_per_gpu']} pairs"
+                             if option['per_gpu_batch'] != result['per_gpu_batch'] else '')
+                    change = f"`{' '.join(option['overrides'])}` ({option['peak_gib']:.1f} GiB{batch})"
+                    fix += ('; ' if fix else '') + change
                 elif not result['fits']:
                     fix += ('; ' if fix else '') + 'nothing tried fits'
                 if result['suggest_gather']:

@@ -72,7 +72,8 @@ def test_json_has_the_plan_and_fits_flips_with_the_memory(capsys):
     code, out, _ = run_cli(plan.main, TINY + ['--gpus', '2', '--gpu-memory', '80', '--json'], capsys)
     assert code == 0
     result = json.loads(out)
-    assert {'params', 'fits', 'per_gpu_batch', 'rr_pairs_per_gpu', 'peak_gib', 'memory_gib', 'suggestions'} <= set(result)
+    assert {'params', 'fits', 'per_gpu_batch', 'rr_pairs_per_gpu', 'peak_gib', 'memory_gib',
+            'suggestions'} <= set(result)
     assert result['fits'] is True and result['per_gpu_batch'] == 4 and result['rr_pairs_per_gpu'] == 12
     assert set(result['memory_gib']) >= {'weights', 'gradients', 'optimizer', 'ema', 'text_encoder', 'activations'}
     peak = result['peak_gib']
@@ -84,7 +85,8 @@ def test_json_has_the_plan_and_fits_flips_with_the_memory(capsys):
 
 @pytest.mark.parametrize('argv, message', [
     (['solver=rr_audiogen/no_such_recipe', '--gpus', '2'],
-     "cannot compose solver=rr_audiogen/no_such_recipe: In 'config': Could not find 'solver/rr_audiogen/no_such_recipe'"),
+     "cannot compose solver=rr_audiogen/no_such_recipe: In 'config': Could not find "
+     "'solver/rr_audiogen/no_such_recipe'"),
     (TINY + ['--gpus', '3'], "dataset.batch_size=8 is not divisible by the world size 3: choose --gpus dividing it "
                              "or change the batch size"),
 ])
