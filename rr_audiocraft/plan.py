@@ -248,14 +248,17 @@ class ActivationProfile:
             np.polyval(self.base, frames) + layers * np.polyval(self.layer, frames)))
 
     def checkpointed(self, layers: int, batch: int, frames: int) -> float:
-        """Peak kept with `checkpointing=torch`: at the end of the forward (layer inputs; autocast's cast cache
-        holds every layer's weights until the autocast region ends) or in the backward (layer inputs plus one
-        recomputed layer)."""
+        """Peak kept with `checkpointing=torch`: in the backward, the layer inputs plus one recomputed layer's
+        saved tensors."""
+        return float(self.checkpointed_forward_end(layers, batch, frames) + batch * np.polyval(self.layer, frames)
+                     + np.polyval(self.per_layer_const, frames))
+
+    def checkpointed_forward_end(self, layers: int, batch: int, frames: int) -> float:
+        """Kept at the end of a forward with `checkpointing=torch`: each layer's input and what is saved outside
+        the layers. What a layer saves that does not grow with the batch (autocast's weight copies, an attention
+        mask) is recomputed too: measured, `tests/test_plan.py`."""
         kept = batch * (np.polyval(self.base, frames) + layers * np.polyval(self.layer_input, frames))
-        const, per_layer_const = np.polyval(self.const, frames), np.polyval(self.per_layer_const, frames)
-        end_of_forward = kept + const + layers * per_layer_const
-        in_backward = kept + batch * np.polyval(self.layer, frames) + const + per_layer_const
-        return float(max(end_of_forward, in_backward))
+        return float(kept + np.polyval(self.const, frames))
 
 
 def precision_mode(cfg: omegaconf.DictConfig) -> str:
@@ -267,12 +270,36 @@ def precision_mode(cfg: omegaconf.DictConfig) -> str:
     return str(cfg.dtype)
 
 
-def measure_saved_bytes(lm: torch.nn.Module, batch: int, frames: int, mode: str,
-                        caption_tokens: int = CAPTION_TOKENS) -> tp.Dict[str, float]:
-    """One training forward of `lm` on the CPU (random tokens and text embeddings); bytes autograd saved.
+def training_forward(lm: torch.nn.Module, batch: int, frames: int, mode: str,
+                     caption_tokens: int = CAPTION_TOKENS) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    """The RR solver's training forward of `lm` on the CPU, on random tokens and text-encoder outputs:
+    `compute_predictions`, stock's per-codebook cross-entropy, RR's max-pool of the last hidden states, L_rr.
 
-    The forward is the RR solver's: `compute_predictions`, stock's per-codebook cross-entropy, RR's max-pool of
-    the last hidden states and L_rr. Each saved storage counts once; the LM's parameters do not count.
+    Returns:
+        tuple: the loss (scalar) and the logits [B, K, T, card].
+    """
+    dtype = {'params-bfloat16': torch.bfloat16, 'params-float16': torch.bfloat16}.get(mode, torch.float32)
+    autocast = (torch.autocast('cpu', dtype=torch.bfloat16) if mode.startswith('autocast-')
+                else contextlib.nullcontext())  # CPU bf16 measures fp16 too: same sizes
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, lm.card, (batch, lm.num_codebooks, frames), generator=generator)
+    with autocast:
+        condition_tensors = {}
+        for name, conditioner in lm.condition_provider.conditioners.items():
+            encoded = torch.randn(batch, caption_tokens, conditioner.dim, generator=generator).to(dtype)
+            condition_tensors[name] = (conditioner.output_proj(encoded),
+                                       torch.ones(batch, caption_tokens, dtype=torch.long))
+        with lm.last_hidden_states() as captured:
+            output = lm.compute_predictions(codes, [], condition_tensors)
+        ce, _ = MusicGenSolver._compute_cross_entropy(None, output.logits, codes, output.mask)  # type: ignore
+        hidden = captured[-1]
+        audio = masked_pool(hidden, torch.ones(hidden.shape[:2], dtype=torch.bool), 'max')
+        return ce + rr_loss(torch.randn(batch, 16, generator=generator), audio), output.logits
+
+
+def measure_saved_bytes(lm: torch.nn.Module, batch: int, frames: int, mode: str) -> tp.Dict[str, float]:
+    """Bytes autograd saves for the backward in one `training_forward`: each storage once, the LM's
+    parameters not counted.
 
     Returns:
         dict: `saved` (bytes), `layer_input` (bytes of the tensor entering the first layer), `logits` (bytes).
@@ -288,32 +315,17 @@ def measure_saved_bytes(lm: torch.nn.Module, batch: int, frames: int, mode: str,
             held.append(tensor)  # alive until counted: a freed pointer is never reused for another entry
         return tensor
 
-    dtype = {'params-bfloat16': torch.bfloat16, 'params-float16': torch.bfloat16}.get(mode, torch.float32)
-    autocast = (torch.autocast('cpu', dtype=torch.bfloat16) if mode.startswith('autocast-')
-                else contextlib.nullcontext())  # CPU bf16 measures fp16 too: same sizes
-    generator = torch.Generator().manual_seed(0)
-    codes = torch.randint(0, lm.card, (batch, lm.num_codebooks, frames), generator=generator)
     layer_inputs: tp.List[int] = []
     hook = lm.transformer.layers[0].register_forward_pre_hook(
         lambda _module, args: layer_inputs.append(args[0].untyped_storage().nbytes()))
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), autocast:
-            condition_tensors = {}
-            for name, conditioner in lm.condition_provider.conditioners.items():
-                encoded = torch.randn(batch, caption_tokens, conditioner.dim, generator=generator).to(dtype)
-                condition_tensors[name] = (conditioner.output_proj(encoded),
-                                           torch.ones(batch, caption_tokens, dtype=torch.long))
-            with lm.last_hidden_states() as captured:
-                output = lm.compute_predictions(codes, [], condition_tensors)
-            ce, _ = MusicGenSolver._compute_cross_entropy(None, output.logits, codes, output.mask)  # type: ignore
-            hidden = captured[-1]
-            audio = masked_pool(hidden, torch.ones(hidden.shape[:2], dtype=torch.bool), 'max')
-            loss = ce + rr_loss(torch.randn(batch, 16, generator=generator), audio)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            loss, logits = training_forward(lm, batch, frames, mode)
     finally:
         hook.remove()
     del loss, held
     return {'saved': float(sum(saved.values())), 'layer_input': float(layer_inputs[0]),
-            'logits': float(output.logits.numel() * output.logits.element_size())}
+            'logits': float(logits.numel() * logits.element_size())}
 
 
 _PROFILES: tp.Dict[tp.Tuple, ActivationProfile] = {}

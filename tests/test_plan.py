@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 from conftest import run_cli
+from torch._C._profiler import _EventType
+from torch.profiler import ProfilerActivity, profile
 
 from rr_audiocraft import plan
 from rr_audiocraft.models.builders import get_rr_lm_model
@@ -66,6 +68,43 @@ def test_activation_estimate_matches_a_direct_measurement_at_full_depth(extra, m
     direct = plan.measure_saved_bytes(lm, batch=5, frames=300, mode=mode)['saved']
     assert direct > 5e6
     assert estimate == pytest.approx(direct, rel=1e-4)
+
+
+def held_after_forward(lm: torch.nn.Module, batch: int, frames: int, mode: str) -> int:
+    """Bytes torch's CPU allocator holds at the end of one `plan.training_forward` (loss and logits alive),
+    above what it held before: allocation events of the profiler, as `rr_audiocraft.bench` reads them."""
+    outputs = []
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        outputs.append(plan.training_forward(lm, batch, frames, mode))
+    held, stack = 0, list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.typed[0] == _EventType.Allocation and node.typed[1].device.type == 'cpu':
+            held += node.typed[1].alloc_size  # > 0 allocated, < 0 freed
+        stack.extend(node.children)
+    return held
+
+
+@pytest.mark.parametrize('extra, mode', [
+    ([], 'float32'),
+    (['transformer_lm.memory_efficient=true'], 'float32'),
+    (['transformer_lm.memory_efficient=true'], 'autocast-bfloat16'),
+])
+def test_checkpointing_estimate_matches_what_the_allocator_holds(extra, mode, one_torch_thread):
+    # Checkpointed layers save nothing through autograd's hooks (checkpoint keeps their inputs itself), so the
+    # direct measurement is the allocator's: what a checkpointed forward holds less than a plain one, taken
+    # from the plain forward's saved bytes.
+    cfg = plan.compose(TINY + ['transformer_lm.num_layers=6', *extra])
+    estimate = plan.activation_profile(cfg, mode).checkpointed_forward_end(layers=6, batch=5, frames=300)
+    torch.manual_seed(0)
+    lm = plan.build_lm(plan._measurable(cfg), device='cpu').train()
+    plain = held_after_forward(lm, 5, 300, mode)
+    saved = plan.measure_saved_bytes(lm, batch=5, frames=300, mode=mode)['saved']
+    lm.transformer.checkpointing = 'torch'
+    checkpointed = held_after_forward(lm, 5, 300, mode)
+    direct = saved - (plain - checkpointed)
+    assert direct < saved / 3  # what checkpointing is for
+    assert estimate == pytest.approx(direct, rel=0.01)  # measured: 0.09-0.5 % (inputs made inside the forward)
 
 
 def test_json_has_the_plan_and_fits_flips_with_the_memory(capsys):
