@@ -359,10 +359,16 @@ def activation_profile(cfg: omegaconf.DictConfig, mode: str) -> ActivationProfil
 
 
 def _measurable(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-    """The config the shallow CPU models are built from: no dropout (random masks would be saved only in
-    training with dropout > 0; the recipes have none), torch attention (no xformers kernels on CPU)."""
+    """The config the shallow CPU models are built from: no checkpointing (what it keeps is derived from the
+    plain forward), text encoders frozen (they are not run: their outputs are random; a fine-tuned encoder's
+    own activations are not measured)."""
     cfg = omegaconf.OmegaConf.create(omegaconf.OmegaConf.to_container(cfg, resolve=False))
     cfg.transformer_lm.checkpointing = 'none'
+    for conditioner in (cfg.get('conditioners') or {}).values():
+        if isinstance(conditioner, omegaconf.DictConfig) and 'model' in conditioner:
+            settings = conditioner.get(conditioner.model)
+            if isinstance(settings, omegaconf.DictConfig) and settings.get('finetune'):
+                settings.finetune = False
     return cfg
 
 

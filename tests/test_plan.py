@@ -50,6 +50,10 @@ def test_musicgen_300m_on_meta_counts_audiocrafts_420m(musicgen_cfg):
     # Stock keeps the frozen T5 outside the module's parameters: the plan counts it as the text encoder.
     assert facts.frozen_encoders == {'description (t5-base)': T5_BASE_ENCODER_PARAMS}
     assert facts.frames == 1500 and facts.compression['frame_rate'] == 50
+    # A fine-tuned T5 is a submodule, trained, and counted with the LM.
+    tuned = plan.compose(['solver=rr_musicgen/musicgen_300m', 'conditioners.description.t5.finetune=true'])
+    tuned_facts = plan.facts_of(tuned)
+    assert tuned_facts.params == MUSICGEN_SMALL_PARAMS + T5_BASE_ENCODER_PARAMS and tuned_facts.frozen_encoders == {}
 
 
 @pytest.mark.parametrize('extra, mode', [
