@@ -26,7 +26,8 @@ How (docs/plan.md has the reasoning and how exact each part is):
   per-GPU batch and frames. `tests/test_plan.py` checks it against a direct measurement at full depth.
 - Activation checkpointing (`transformer_lm.checkpointing=torch`) keeps each layer's input (measured: the
   tensor entering a layer) instead of everything a layer saves; one layer's saved tensors come back while
-  the backward recomputes it.
+  the backward recomputes it. The logits, which the solver's step holds through its backward, and their
+  gradient are counted apart.
 """
 import argparse
 import contextlib
@@ -725,8 +726,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m rr_audiocraft.plan', description=__doc__.split('\n')[0])
     parser.add_argument('overrides', nargs='+', help="solver=NAME and config overrides, as for `dora run` "
                         "(with --table: one solver=NAME per recipe)")
-    parser.add_argument('--gpus', type=int, default=1, help="GPUs the XP runs on (the global batch is split over them)")
-    parser.add_argument('--gpu-memory', type=float, default=80.0, help="memory of one GPU in GB (as nvidia-smi, GiB)")
+    parser.add_argument('--gpus', type=int, help="GPUs the XP runs on (the global batch is split over them)")
+    parser.add_argument('--gpu-memory', type=float, help="memory of one GPU in GB (as nvidia-smi, GiB)")
     parser.add_argument('--json', action='store_true', help="print the plan as JSON")
     parser.add_argument('--frame-rate', type=float, default=None,
                         help="token rate of the compression model (Hz), instead of reading it from the model")
@@ -737,7 +738,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.table and (args.gpus is None or args.gpu_memory is None):
+        parser.error("give --gpus N and --gpu-memory GB (or --table)")
     try:
         if args.table:
             text = table(args.overrides)

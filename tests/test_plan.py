@@ -131,16 +131,21 @@ def test_json_has_the_plan_and_fits_flips_with_the_memory(capsys):
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['solver=rr_audiogen/no_such_recipe', '--gpus', '2'],
+    (['solver=rr_audiogen/no_such_recipe', '--gpus', '2', '--gpu-memory', '80'],
      "cannot compose solver=rr_audiogen/no_such_recipe: In 'config': Could not find "
      "'solver/rr_audiogen/no_such_recipe'"),
-    (TINY + ['--gpus', '3'], "dataset.batch_size=8 is not divisible by the world size 3: choose --gpus dividing it "
-                             "or change the batch size"),
+    (TINY + ['--gpus', '3', '--gpu-memory', '80'],
+     "dataset.batch_size=8 is not divisible by the world size 3: choose --gpus dividing it or change the batch size"),
 ])
 def test_bad_inputs_exit_2_with_one_line(argv, message, capsys):
     code, out, err = run_cli(plan.main, argv, capsys)
     assert code == 2 and out == ''
     assert err.strip().splitlines() == [f"rr_audiocraft.plan.PlanError: {message}"]
+
+
+def test_gpus_and_memory_are_required(capsys):
+    code, _, err = run_cli(plan.main, TINY + ['--gpus', '2'], capsys)
+    assert code == 2 and err.strip().splitlines()[-1].endswith("give --gpus N and --gpu-memory GB (or --table)")
 
 
 def test_suggestions_fit_and_ema_lives_where_the_config_says(musicgen_cfg):
