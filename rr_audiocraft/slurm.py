@@ -3,14 +3,17 @@
 Without this, a bad grid submission fails late, one problem at a time: with no Slurm reachable or a
 partition that does not exist, the first `sbatch` Dora runs fails with a traceback around Slurm's
 message; with RR on and a per-rank batch that forms no pairs, the jobs are queued, wait for their
-nodes, and then every rank stops at start-up (`settings.validate_rr_config`). Here the same problems
-are found on the submitting machine, all at once, and reported in one message before Dora's shepherd
-submits or cancels anything.
+nodes, and then every rank stops at start-up (`settings.validate_rr_config`); an XP too large for the
+cluster's GPUs waits for its nodes and then runs out of memory. Here the same problems are found on the
+submitting machine, all at once, and reported in one message before Dora's shepherd submits or cancels
+anything. The memory check is `python -m rr_audiocraft.plan`'s, for XPs on CUDA, with the memory per GPU
+from `RR_GPU_MEMORY_GB` (docs/plan.md).
 
 The check hooks `Shepherd.commit`, the one place where Dora acts on Slurm: `dora grid --dry_run` and
 `python -m rr_audiocraft.grid_local` (which registers grids with a dry run) never reach it, so they
 work with no Slurm at all, as before.
 """
+import os
 import shutil
 import subprocess
 import typing as tp
@@ -18,6 +21,7 @@ import typing as tp
 import omegaconf
 from dora.shep import Shepherd
 
+from .plan import GPU_MEMORY_ENV, PlanError, facts_of, plan_from, refusal, setup_of
 from .settings import rr_config_problems, split_batches_over_ranks
 
 SINFO_TIMEOUT_S = 30.
@@ -54,12 +58,37 @@ def xp_problems(cfg: omegaconf.DictConfig, ranks: int) -> tp.List[str]:
     """What would stop this XP's ranks at start-up, from its config and its Slurm rank count.
 
     Same rules as `train.get_solver` and the RR solver apply on each rank: the global batch must split
-    evenly over the ranks, and RR needs pairs on each rank (or across them with `rr.gather`).
+    evenly over the ranks, and RR needs pairs on each rank (or across them with `rr.gather`). Then, for an
+    XP on CUDA, the memory plan (`rr_audiocraft.plan`) must fit the cluster's GPUs (`memory_problems`).
     """
     if cfg.get('rr') is None:  # not an RR LM (e.g. a compression XP): nothing of ours to check
         return []
     per_rank = omegaconf.OmegaConf.create(omegaconf.OmegaConf.to_container(cfg, resolve=False))
-    return split_batches_over_ranks(per_rank, ranks) or rr_config_problems(per_rank, ranks)
+    return split_batches_over_ranks(per_rank, ranks) or rr_config_problems(per_rank, ranks) \
+        or memory_problems(cfg, ranks)
+
+
+def memory_problems(cfg: omegaconf.DictConfig, ranks: int) -> tp.List[str]:
+    """The planner's refusal when this XP's memory plan does not fit `ranks` GPUs of `RR_GPU_MEMORY_GB` GiB.
+
+    Only XPs on CUDA are planned: a CPU XP (the tiny grids of tests_cluster) has no GPU memory to run out
+    of. Without the setting nothing is assumed: the XP is refused until the cluster's GPU memory is given.
+    """
+    if not str(cfg.get('device', 'cpu')).startswith('cuda'):
+        return []
+    setting = os.environ.get(GPU_MEMORY_ENV, '').strip()
+    try:
+        gpu_memory = float(setting)
+    except ValueError:
+        return [f"{GPU_MEMORY_ENV}={setting!r}: set it to the memory of one of the cluster's GPUs in GB (e.g. 80), "
+                "so that each XP's memory plan can be checked before it is queued (0 skips the check; docs/plan.md)"]
+    if gpu_memory == 0:
+        return []
+    try:
+        result = plan_from(cfg, facts_of(cfg), setup_of(cfg, ranks), gpu_memory)
+    except PlanError as error:
+        return [f"memory plan: {error}"]
+    return [] if result['fits'] else [refusal(result)]
 
 
 def submission_problems(job_arrays: tp.Sequence[tp.Any]) -> tp.List[str]:
