@@ -105,34 +105,37 @@ def optimizer_problems(cfg: omegaconf.DictConfig) -> tp.List[str]:
 
 
 def finetune_problems(cfg: omegaconf.DictConfig) -> tp.List[str]:
-    """A fine-tuning recipe's model source (`finetune.source`) that cannot load.
+    """A model to fine-tune from (`finetune.source`, `continue_from`) or its compression model that cannot load.
 
-    A hub name is left to stock (it downloads); a local folder must be absolute (Dora runs in the XP folder, so a
-    relative one would resolve elsewhere) and hold the hub layout. A released AudioGen's EnCodec loads from a local
-    copy only: stock reads `//pretrained/NAME` of a compression model as a transformers EnCodec, which that hub
-    repository does not hold.
+    A hub name is left to stock (it downloads). A local folder must be absolute (Dora runs in the XP folder, so a
+    relative one would resolve elsewhere) and hold the hub layout: stock takes a `//pretrained/` path that does not
+    exist for a hub name and fails in the download with a message about repository ids. A released AudioGen's
+    EnCodec loads from a local copy only: stock reads `//pretrained/NAME` of a compression model as a transformers
+    EnCodec, which that hub repository does not hold.
     """
+    problems = []
     source = (cfg.get('finetune') or {}).get('source')
-    if not source:
-        return []
-    source = str(source)
-    if not os.path.isabs(source):
-        if os.path.isdir(source):
-            return [f"finetune.source={source} is a relative folder; Dora runs in the XP folder, so give its absolute "
-                    f"path: finetune.source={os.path.abspath(source)}"]
-        if cfg.get('compression_model_checkpoint') == f'//pretrained/{source}':
-            return [f"finetune.source={source}: stock AudioCraft cannot load this model's compression model by hub "
-                    f"name (it reads //pretrained/{source} as a transformers EnCodec). Download the repository "
-                    f"folder (`huggingface-cli download {source} --local-dir /abs/dir`) and set "
-                    f"finetune.source=/abs/dir"]
-        return []
-    missing = [name for name in (PRETRAINED_LM_FILE, PRETRAINED_COMPRESSION_FILE)
-               if not os.path.isfile(os.path.join(source, name))]
-    if missing:
-        return [f"finetune.source={source} lacks {' and '.join(missing)}: a local model folder needs the hub "
-                f"layout ({PRETRAINED_LM_FILE} + {PRETRAINED_COMPRESSION_FILE}, as `python -m rr_audiocraft.export` "
-                f"writes and the hub repository holds)"]
-    return []
+    if source and not os.path.isabs(str(source)):
+        if os.path.isdir(str(source)):
+            problems.append(f"finetune.source={source} is a relative folder; Dora runs in the XP folder, so give its "
+                            f"absolute path: finetune.source={os.path.abspath(str(source))}")
+        elif cfg.get('compression_model_checkpoint') == f'//pretrained/{source}':
+            problems.append(f"finetune.source={source}: stock AudioCraft cannot load this model's compression model by "
+                            f"hub name (it reads //pretrained/{source} as a transformers EnCodec). Download the "
+                            f"repository folder (`huggingface-cli download {source} --local-dir /abs/dir`) and set "
+                            f"finetune.source=/abs/dir")
+    for key, file_in_folder in (('continue_from', PRETRAINED_LM_FILE),
+                                ('compression_model_checkpoint', PRETRAINED_COMPRESSION_FILE)):
+        reference = cfg.get(key)
+        if not isinstance(reference, str) or not reference.startswith('//pretrained//'):
+            continue
+        path = reference[len('//pretrained/'):]
+        file = os.path.join(path, file_in_folder) if os.path.isdir(path) else path
+        if not os.path.isfile(file):
+            problems.append(f"{key}={reference}: {file} does not exist; a local model folder needs the hub layout "
+                            f"({PRETRAINED_LM_FILE} + {PRETRAINED_COMPRESSION_FILE}, as `python -m "
+                            f"rr_audiocraft.export` writes and the hub repository holds)")
+    return problems
 
 
 def rr_config_problems(cfg: omegaconf.DictConfig, world_size: int = 1) -> tp.List[str]:
@@ -218,10 +221,9 @@ def _key_of_tensor(name: str, loaded: tp.Sequence[int], expected: tp.Sequence[in
     first_differs = len(loaded) == len(expected) and len(loaded) > 0 and loaded[0] != expected[0]
     last_differs = len(loaded) == len(expected) and len(loaded) > 0 and loaded[-1] != expected[-1]
     if parts[0] == 'condition_provider' and len(parts) > 3 and parts[1] == 'conditioners':
-        condition = parts[2]
-        if parts[3] == 'output_proj' and first_differs and not last_differs:
+        if parts[3] == 'output_proj' and (parts[-1] == 'bias' or (first_differs and not last_differs)):
             return 'transformer_lm.dim'  # the projection's output is the LM width
-        return _conditioner_key(cfg, condition)  # its input is the encoder width (t5-base 768, t5-large 1024)
+        return _conditioner_key(cfg, parts[2])  # its input is the encoder width (t5-base 768, t5-large 1024)
     if parts[0] in ('emb', 'linears') and first_differs:
         return 'transformer_lm.card'  # embeddings: card + 1 rows; output heads: card rows
     if ('linear1' in parts and first_differs and not last_differs) or \
@@ -230,13 +232,33 @@ def _key_of_tensor(name: str, loaded: tp.Sequence[int], expected: tp.Sequence[in
     return 'transformer_lm.dim'
 
 
-def _key_of_missing(name: str, cfg: omegaconf.DictConfig) -> str:
-    """The config key that makes the LM have (or lack) the tensor `name`."""
+def _layer_index(name: str) -> tp.Optional[int]:
+    """i of a tensor `transformer.layers.i.*`, else None."""
     parts = name.split('.')
-    if parts[0] == 'transformer' and len(parts) > 2 and parts[1] == 'layers':
-        if 'cross_attention' in parts or 'norm_cross' in parts:
-            return 'fuser.cross (the conditioner config: conditioner=...)'
+    if len(parts) > 2 and parts[:2] == ['transformer', 'layers'] and parts[2].isdigit():
+        return int(parts[2])
+    return None
+
+
+def _without_mha(name: str) -> str:
+    """A tensor's name without the `mha.` of torch's attention module (`transformer_lm.memory_efficient=false`)."""
+    return name.replace('.mha.', '.')
+
+
+def _key_of_missing(name: str, other: tp.Collection[str], cfg: omegaconf.DictConfig) -> str:
+    """The config key that makes one side (checkpoint or model) have the tensor `name` and the other lack it.
+
+    `other` are the other side's tensor names: a tensor of a transformer layer it lacks is a layer count, one it
+    has under torch's attention module names (`.mha.`) is the attention implementation.
+    """
+    parts = name.split('.')
+    layer = _layer_index(name)
+    if layer is not None and layer not in {_layer_index(other_name) for other_name in other}:
         return 'transformer_lm.num_layers'
+    if _without_mha(name) in {_without_mha(other_name) for other_name in other}:
+        return 'transformer_lm.memory_efficient'  # stock copies the best state by name, without its mha renaming
+    if 'cross_attention' in parts or 'norm_cross' in parts:
+        return 'fuser.cross (the conditioner config: conditioner=...)'
     if parts[0] in ('emb', 'linears'):
         return 'transformer_lm.n_q'
     if parts[0] == 'condition_provider':
@@ -263,14 +285,14 @@ def checkpoint_mismatch_problem(source: str, loaded: tp.Mapping[str, tp.Sequence
     by_key: tp.Dict[str, tp.List[str]] = {}
     for name, shape in loaded.items():
         if name not in expected:
-            by_key.setdefault(_key_of_missing(name, cfg), []).append(
+            by_key.setdefault(_key_of_missing(name, expected, cfg), []).append(
                 f"{name} {_format_shape(shape)} in the checkpoint, absent from the model")
         elif tuple(shape) != tuple(expected[name]):
             by_key.setdefault(_key_of_tensor(name, shape, expected[name], cfg), []).append(
                 f"{name}: checkpoint {_format_shape(shape)}, model {_format_shape(expected[name])}")
     for name, shape in expected.items():
         if name not in loaded:
-            by_key.setdefault(_key_of_missing(name, cfg), []).append(
+            by_key.setdefault(_key_of_missing(name, loaded, cfg), []).append(
                 f"{name} {_format_shape(shape)} in the model, absent from the checkpoint")
     if not by_key:
         return None
@@ -284,5 +306,8 @@ def checkpoint_mismatch_problem(source: str, loaded: tp.Mapping[str, tp.Sequence
         shown = f"{key}={setting}" if setting is not None and not isinstance(setting, omegaconf.DictConfig) else key
         listed = entries[:MISMATCHES_LISTED_PER_KEY]
         more = len(entries) - len(listed)
-        lines.append(f"  {shown}: " + '; '.join(listed) + (f"; and {more} more tensor(s)" if more else ''))
+        lines.append(f"  {shown}:")
+        lines.extend(f"    {entry}" for entry in listed)
+        if more:
+            lines.append(f"    ... and {more} more tensor(s) set by the same key")
     return '\n'.join(lines)

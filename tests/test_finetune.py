@@ -1,4 +1,4 @@
-"""RR fine-tuning of a released model: the recipes, the guards stock lacks, and a tiny export playing the released model.
+"""RR fine-tuning of a released model: the recipes, the guards stock lacks, a tiny export playing the released model.
 
 A tiny LM XP (conftest's LUT AudioGen, which stock AudioCraft can rebuild) is exported by the real entry point
 `python -m rr_audiocraft.export` into the hub layout (`state_dict.bin` + `compression_state_dict.bin`), and fine-tuned
@@ -79,7 +79,7 @@ def released_weights(folder: Path) -> tp.Dict[str, torch.Tensor]:
 def test_recipes_compose_with_the_released_shapes(solver, dim, heads, layers, t5, sample_rate, hub, codec):
     cfg = compose([f'solver={solver}'])
     lm = cfg.transformer_lm
-    # The released models' shapes (AudioCraft 1.3.0 model_scale small/medium, musicgen_lm/audiogen_lm, text2music/sound).
+    # The released models' shapes (AudioCraft 1.3.0 model_scale small/medium, musicgen_lm/audiogen_lm, text2music/-sound)
     assert (lm.dim, lm.num_heads, lm.num_layers, lm.hidden_scale, lm.card, lm.n_q) == (dim, heads, layers, 4, 2048, 4)
     assert (lm.bias_ff, lm.bias_attn, lm.bias_proj, lm.norm_first) == (False, False, False, True)
     assert cfg.conditioners.description.model == 't5' and cfg.conditioners.description.t5.name == t5
@@ -96,22 +96,27 @@ def test_recipes_compose_with_the_released_shapes(solver, dim, heads, layers, t5
     assert local.compression_model_checkpoint == '//pretrained//models/released/compression_state_dict.bin'
 
 
-def test_a_model_source_that_cannot_load_is_refused(tmp_path, released, monkeypatch):
+def test_a_model_source_that_cannot_load_is_refused(tmp_path, monkeypatch):
     from rr_audiocraft.settings import finetune_problems
     assert finetune_problems(compose(['solver=rr_musicgen/finetune_small'])) == []  # a hub name: stock downloads it
-    assert finetune_problems(compose(['solver=rr_musicgen/finetune_small', f'finetune.source={released}'])) == []
     (tmp_path / 'half').mkdir()
     (tmp_path / 'half' / 'state_dict.bin').write_bytes(b'')
-    problems = finetune_problems(compose(['solver=rr_musicgen/finetune_small', f'finetune.source={tmp_path}/half']))
-    assert problems == [f"finetune.source={tmp_path}/half lacks compression_state_dict.bin: a local model folder needs "
-                        "the hub layout (state_dict.bin + compression_state_dict.bin, as `python -m "
-                        "rr_audiocraft.export` writes and the hub repository holds)"]
+    half = compose(['solver=rr_musicgen/finetune_small', f'finetune.source={tmp_path}/half'])
+    assert finetune_problems(half) == [
+        f"compression_model_checkpoint=//pretrained/{tmp_path}/half/compression_state_dict.bin: {tmp_path}/half/"
+        "compression_state_dict.bin does not exist; a local model folder needs the hub layout (state_dict.bin + "
+        "compression_state_dict.bin, as `python -m rr_audiocraft.export` writes and the hub repository holds)"]
+    (tmp_path / 'half' / 'compression_state_dict.bin').write_bytes(b'')
+    assert finetune_problems(half) == []
+    assert "continue_from=//pretrained//nowhere: /nowhere does not exist;" in finetune_problems(compose(
+        ['solver=rr_audiogen/tiny', 'continue_from=//pretrained//nowhere']))[0]
     monkeypatch.chdir(tmp_path)
     problems = finetune_problems(compose(['solver=rr_musicgen/finetune_small', 'finetune.source=half']))
     assert problems == [f"finetune.source=half is a relative folder; Dora runs in the XP folder, so give its absolute "
                         f"path: finetune.source={tmp_path}/half"]
     problems = finetune_problems(compose(['solver=rr_audiogen/finetune_medium']))
-    assert len(problems) == 1 and "huggingface-cli download facebook/audiogen-medium --local-dir /abs/dir" in problems[0]
+    assert len(problems) == 1
+    assert "huggingface-cli download facebook/audiogen-medium --local-dir /abs/dir" in problems[0]
 
 
 @pytest.mark.parametrize('optimizer, lr, fix', [
@@ -167,12 +172,14 @@ def test_a_checkpoint_of_other_shapes_is_refused_with_each_tensor_and_its_key(fi
     with pytest.raises(CheckpointMismatchError) as error:
         build_solver(finetune_overrides + ['transformer_lm.num_layers=3']).restore()
     message = str(error.value)
-    assert "transformer_lm.num_layers=3: transformer.layers.2.self_attn.in_proj_weight [192, 64] in the model, " \
-           "absent from the checkpoint" in message
+    assert "\n  transformer_lm.num_layers=3:\n    transformer.layers.2.self_attn.mha.in_proj_weight [192, 64] in the " \
+           "model, absent from the checkpoint\n" in message
+    keys = [line for line in message.splitlines() if line.startswith('  ') and not line.startswith('   ')]
+    assert keys == ['  transformer_lm.num_layers=3:']  # one key: the layer's cross-attention is the layer count's too
     with pytest.raises(CheckpointMismatchError) as error:
         build_solver(finetune_overrides + ['conditioners.description.lut.dim=32']).restore()
-    assert "conditioners.description.lut: condition_provider.conditioners.description.embed.weight: checkpoint " \
-           "[" in str(error.value)
+    assert "\n  conditioners.description.lut:\n    condition_provider.conditioners.description.output_proj.weight: " \
+           "checkpoint [64, 64], model [64, 32]\n" in str(error.value)
 
 
 @pytest.mark.slow
@@ -182,8 +189,10 @@ def test_the_mismatch_stops_dora_run_with_one_message_and_exit_2(finetune_overri
     assert 'Traceback' not in proc.stderr
     message = proc.stderr[proc.stderr.index('rr_audiocraft.settings.CheckpointMismatchError: '):]
     assert "does not fit the model this config builds" in message
-    assert "transformer_lm.dim=96: emb.0.weight: checkpoint [257, 64], model [257, 96]" in message
-    assert "condition_provider.conditioners.description.output_proj.weight: checkpoint [64, " in message
+    assert "\n  transformer_lm.dim=96:\n" in message and "\n    emb.0.weight: checkpoint [257, 64], model [257, 96]\n" \
+        in message
+    assert "\n    condition_provider.conditioners.description.output_proj.weight: checkpoint [64, 64], model [96, 64]" \
+        in message
 
 
 @pytest.mark.slow

@@ -224,8 +224,8 @@ class RRSolverMixin:
         loaded = (state.get('best_state') or state.get('fsdp_best_state') or {}).get('model')
         if source and loaded is not None and not self.cfg.fsdp.use:  # type: ignore  # FSDP: sharded shapes (stock)
             expected = {name: tuple(tensor.shape) for name, tensor in self.model.state_dict().items()}  # type: ignore
-            message = checkpoint_mismatch_problem(
-                source, {name: tuple(tensor.shape) for name, tensor in loaded.items()}, expected, self.cfg)  # type: ignore
+            shapes = {name: tuple(tensor.shape) for name, tensor in loaded.items()}
+            message = checkpoint_mismatch_problem(source, shapes, expected, self.cfg)  # type: ignore
             if message is not None:
                 raise CheckpointMismatchError([message])
         super().load_state_dict(state)  # type: ignore
