@@ -196,6 +196,10 @@ class CheckpointMismatchError(ConfigError):
     """Weights to continue from that do not fit the model the config builds; raised before any training step."""
 
 
+# LM settings that change no tensor shape: weights trained with other values load without complaint and compute
+# something else. Compared with the checkpoint's own config where it carries one (`xp.cfg`, as released models do).
+SHAPELESS_LM_KEYS = ('transformer_lm.num_heads', 'transformer_lm.norm_first', 'transformer_lm.positional_embedding',
+                     'transformer_lm.max_period', 'codebooks_pattern.modeling', 'codebooks_pattern.delay.delays')
 # How many tensors each config key lists before the rest are counted: a wrong `transformer_lm.dim` touches every
 # tensor of the LM (hundreds for a released model).
 MISMATCHES_LISTED_PER_KEY = 6
@@ -270,19 +274,29 @@ def _key_of_missing(name: str, other: tp.Collection[str], cfg: omegaconf.DictCon
 
 
 def checkpoint_mismatch_problem(source: str, loaded: tp.Mapping[str, tp.Sequence[int]],
-                                expected: tp.Mapping[str, tp.Sequence[int]],
-                                cfg: omegaconf.DictConfig) -> tp.Optional[str]:
-    """One message listing every LM tensor of `loaded` that the model built from `cfg` cannot take, by config key.
+                                expected: tp.Mapping[str, tp.Sequence[int]], cfg: omegaconf.DictConfig,
+                                checkpoint_cfg: tp.Optional[omegaconf.DictConfig] = None) -> tp.Optional[str]:
+    """One message listing every LM tensor of `loaded` that the model built from `cfg` cannot take, by config key,
+    and every setting of `SHAPELESS_LM_KEYS` that differs from the checkpoint's own config.
 
     Args:
         source (str): Where the weights come from (`continue_from`), for the message.
         loaded (dict): Tensor name -> shape of the checkpoint's LM state.
         expected (dict): Tensor name -> shape of the model's state.
         cfg (DictConfig): The XP config, to name the keys.
+        checkpoint_cfg (DictConfig, optional): The config the checkpoint was trained with, when it carries one.
     Returns:
-        The message, or None when every tensor is there with its shape.
+        The message, or None when every tensor is there with its shape and no compared setting differs.
     """
     by_key: tp.Dict[str, tp.List[str]] = {}
+    for key in SHAPELESS_LM_KEYS if checkpoint_cfg is not None else ():
+        theirs = omegaconf.OmegaConf.select(checkpoint_cfg, key, default=None)
+        ours = omegaconf.OmegaConf.select(cfg, key, default=None)
+        if theirs is not None and ours is not None and theirs != ours:
+            if isinstance(theirs, omegaconf.ListConfig):
+                theirs = list(theirs)
+            by_key[key] = [f"the checkpoint was trained with {key}={theirs}; no tensor shape shows it, so its "
+                           "weights would load and compute something else"]
     for name, shape in loaded.items():
         if name not in expected:
             by_key.setdefault(_key_of_missing(name, expected, cfg), []).append(
@@ -296,13 +310,14 @@ def checkpoint_mismatch_problem(source: str, loaded: tp.Mapping[str, tp.Sequence
                 f"{name} {_format_shape(shape)} in the model, absent from the checkpoint")
     if not by_key:
         return None
-    count = sum(len(entries) for entries in by_key.values())
-    lines = [f"continue_from={source} does not fit the model this config builds ({count} tensor(s)); stock AudioCraft "
-             "does not read the checkpoint's config, so set these keys to the checkpoint's values:"]
+    lines = [f"continue_from={source} does not fit the model this config builds; stock AudioCraft does not read the "
+             "checkpoint's config, so set these keys to the checkpoint's values:"]
     for key, entries in by_key.items():
         setting = cfg
         for part in key.split('.'):
             setting = setting.get(part) if isinstance(setting, omegaconf.DictConfig) else None
+        if isinstance(setting, omegaconf.ListConfig):
+            setting = list(setting)
         shown = f"{key}={setting}" if setting is not None and not isinstance(setting, omegaconf.DictConfig) else key
         listed = entries[:MISMATCHES_LISTED_PER_KEY]
         more = len(entries) - len(listed)

@@ -180,6 +180,13 @@ def test_a_checkpoint_of_other_shapes_is_refused_with_each_tensor_and_its_key(fi
         build_solver(finetune_overrides + ['conditioners.description.lut.dim=32']).restore()
     assert "\n  conditioners.description.lut:\n    condition_provider.conditioners.description.output_proj.weight: " \
            "checkpoint [64, 64], model [64, 32]\n" in str(error.value)
+    # No tensor shape shows the number of heads: the released model's own config (`xp.cfg`) does.
+    with pytest.raises(CheckpointMismatchError) as error:
+        build_solver(finetune_overrides + ['transformer_lm.num_heads=2']).restore()
+    assert str(error.value).splitlines()[1:] == [
+        '  transformer_lm.num_heads=2:',
+        '    the checkpoint was trained with transformer_lm.num_heads=4; no tensor shape shows it, so its weights would '
+        'load and compute something else']
 
 
 @pytest.mark.slow
@@ -244,3 +251,23 @@ def test_activation_checkpointing_gives_the_same_rr_and_gradients(finetune_overr
     for ours, reference in zip(recomputed_grads, plain_grads):
         for name, grad in reference.items():
             torch.testing.assert_close(ours[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_the_mismatch_names_the_key_behind_each_released_shape():
+    """Shapes of audiogen-medium's tensors against a recipe with the wrong text encoder and codebook size."""
+    from rr_audiocraft.settings import checkpoint_mismatch_problem
+    cfg = compose(['solver=rr_audiogen/finetune_medium', 'conditioners.description.t5.name=t5-base',
+                   'transformer_lm.card=1024'])
+    released = {'condition_provider.conditioners.description.output_proj.weight': (1536, 1024),
+                'emb.0.weight': (2049, 1536), 'linears.0.weight': (2048, 1536)}
+    built = {'condition_provider.conditioners.description.output_proj.weight': (1536, 768),
+             'emb.0.weight': (1025, 1536), 'linears.0.weight': (1024, 1536)}
+    message = checkpoint_mismatch_problem('//pretrained//models/audiogen-medium', released, built, cfg)
+    assert message.splitlines()[1:] == [
+        '  conditioners.description.t5.name=t5-base:',
+        '    condition_provider.conditioners.description.output_proj.weight: checkpoint [1536, 1024], '
+        'model [1536, 768]',
+        '  transformer_lm.card=1024:',
+        '    emb.0.weight: checkpoint [2049, 1536], model [1025, 1536]',
+        '    linears.0.weight: checkpoint [2048, 1536], model [1024, 1536]']
+    assert checkpoint_mismatch_problem('x', released, released, cfg) is None

@@ -37,6 +37,7 @@ import omegaconf
 import torch
 
 import audiocraft.models.builders as stock_model_builders
+import audiocraft.models.loaders as stock_model_loaders
 from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout
 from audiocraft.solvers.audiogen import AudioGenSolver
 from audiocraft.solvers.musicgen import MusicGenSolver
@@ -110,6 +111,7 @@ class RRSolverMixin:
     _rr_step: tp.Optional[RRStep] = None
     _valid_tokens: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None  # tokens, padding mask [B, K, T]
     _checked_source: tp.Optional[str] = None  # the `continue_from` being loaded, whose weights are checked
+    _pretrained_cfg: tp.Optional[omegaconf.DictConfig] = None  # the config a `//pretrained/` LM carries (`xp.cfg`)
 
     def __init__(self, cfg: omegaconf.DictConfig):
         # Validate before the stock constructor builds models and loads data.
@@ -213,6 +215,16 @@ class RRSolverMixin:
         self._checked_source = None if own_checkpoint.exists() else continue_from
         return super().load_checkpoints(load_best, list(ignore_state_keys))  # type: ignore
 
+    def load_from_pretrained(self, name: str) -> dict:
+        """Stock's `//pretrained/NAME` state (the LM's best state, nothing else), keeping the package's `xp.cfg`.
+
+        Stock drops that config; the check of `load_state_dict` compares the settings no tensor shape shows with it.
+        """
+        package = stock_model_loaders.load_lm_model_ckpt(name)
+        if package.get('xp.cfg') is not None:
+            self._pretrained_cfg = omegaconf.OmegaConf.create(package['xp.cfg'])
+        return {'best_state': {'model': package['best_state']}}
+
     def load_state_dict(self, state: dict) -> None:
         """Refuse LM weights from `continue_from` that the model cannot take, with each tensor and its config key.
 
@@ -225,7 +237,8 @@ class RRSolverMixin:
         if source and loaded is not None and not self.cfg.fsdp.use:  # type: ignore  # FSDP: sharded shapes (stock)
             expected = {name: tuple(tensor.shape) for name, tensor in self.model.state_dict().items()}  # type: ignore
             shapes = {name: tuple(tensor.shape) for name, tensor in loaded.items()}
-            message = checkpoint_mismatch_problem(source, shapes, expected, self.cfg)  # type: ignore
+            message = checkpoint_mismatch_problem(
+                source, shapes, expected, self.cfg, self._pretrained_cfg)  # type: ignore
             if message is not None:
                 raise CheckpointMismatchError([message])
         super().load_state_dict(state)  # type: ignore
