@@ -271,3 +271,13 @@ def test_the_mismatch_names_the_key_behind_each_released_shape():
         '    emb.0.weight: checkpoint [2049, 1536], model [1025, 1536]',
         '    linears.0.weight: checkpoint [2048, 1536], model [1024, 1536]']
     assert checkpoint_mismatch_problem('x', released, released, cfg) is None
+
+
+@pytest.mark.parametrize('relpath', ['config/solver/rr_musicgen/finetune_small.yaml',
+                                     'config/solver/rr_musicgen/finetune_medium.yaml',
+                                     'config/solver/rr_audiogen/finetune_medium.yaml'])
+def test_every_finetune_recipe_value_says_where_it_comes_from(relpath):
+    from test_recipes import _yaml_keys
+    keys = _yaml_keys(REPO_ROOT / relpath)
+    assert 'continue_from' in keys and 'optim.lr' in keys
+    assert [key for key, comment in keys.items() if not comment] == []
