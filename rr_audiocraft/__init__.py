@@ -47,7 +47,7 @@ def _register_config_resolvers() -> None:
         OmegaConf.register_new_resolver('rr_asset', asset_reference)
     if not OmegaConf.has_resolver('rr_finetune_codec'):
         from .settings import finetune_compression_reference
-        # `${rr_finetune_codec:SOURCE,HUB}`: the fine-tuning recipes' compression model, from a local folder or hub name.
+        # `${rr_finetune_codec:SOURCE,HUB}`: the fine-tuning recipes' compression model (local folder or hub name).
         OmegaConf.register_new_resolver('rr_finetune_codec', finetune_compression_reference)
 
 

@@ -79,7 +79,7 @@ def released_weights(folder: Path) -> tp.Dict[str, torch.Tensor]:
 def test_recipes_compose_with_the_released_shapes(solver, dim, heads, layers, t5, sample_rate, hub, codec):
     cfg = compose([f'solver={solver}'])
     lm = cfg.transformer_lm
-    # The released models' shapes (AudioCraft 1.3.0 model_scale small/medium, musicgen_lm/audiogen_lm, text2music/-sound)
+    # The released models' shapes (AudioCraft 1.3.0 model_scale small/medium, musicgen_lm/audiogen_lm, text2music/sound)
     assert (lm.dim, lm.num_heads, lm.num_layers, lm.hidden_scale, lm.card, lm.n_q) == (dim, heads, layers, 4, 2048, 4)
     assert (lm.bias_ff, lm.bias_attn, lm.bias_proj, lm.norm_first) == (False, False, False, True)
     assert cfg.conditioners.description.model == 't5' and cfg.conditioners.description.t5.name == t5
@@ -185,8 +185,8 @@ def test_a_checkpoint_of_other_shapes_is_refused_with_each_tensor_and_its_key(fi
         build_solver(finetune_overrides + ['transformer_lm.num_heads=2']).restore()
     assert str(error.value).splitlines()[1:] == [
         '  transformer_lm.num_heads=2:',
-        '    the checkpoint was trained with transformer_lm.num_heads=4; no tensor shape shows it, so its weights would '
-        'load and compute something else']
+        '    the checkpoint was trained with transformer_lm.num_heads=4; no tensor shape shows it, so its weights '
+        'would load and compute something else']
 
 
 @pytest.mark.slow
