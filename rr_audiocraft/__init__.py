@@ -45,6 +45,10 @@ def _register_config_resolvers() -> None:
         from .codec import asset_reference
         # `${rr_asset:NAME}`: a shipped model artefact under assets/, e.g. the tiny configs' codec.
         OmegaConf.register_new_resolver('rr_asset', asset_reference)
+    if not OmegaConf.has_resolver('rr_finetune_codec'):
+        from .settings import finetune_compression_reference
+        # `${rr_finetune_codec:SOURCE,HUB}`: the fine-tuning recipes' compression model (local folder or hub name).
+        OmegaConf.register_new_resolver('rr_finetune_codec', finetune_compression_reference)
 
 
 _register_config_resolvers()

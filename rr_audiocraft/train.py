@@ -26,7 +26,7 @@ from .checkpoint import allow_audiocraft_checkpoints
 from .codec import AssetError
 from .data.validate import DatasetError
 from .evaluation import EvaluationAssetError
-from .settings import ConfigError, split_batches_over_ranks
+from .settings import CheckpointMismatchError, ConfigError, split_batches_over_ranks
 
 logger = logging.getLogger(__name__)
 STOCK_CONFIG_DIR = Path(audiocraft.__file__).resolve().parents[1] / 'config'
@@ -46,6 +46,9 @@ Plugins.instance().register(AudioCraftConfigSearchPath)
 # `main` prints it without a traceback and exits with this status.
 STARTUP_ERRORS = (ConfigError, AssetError, DatasetError, EvaluationAssetError)
 STARTUP_ERROR_STATUS = 2
+# Refusals raised by `solver.restore`, which `solver.run` calls before its first epoch: weights from `continue_from`
+# that do not fit the model. The same one message and status as a start-up refusal.
+RESTORE_ERRORS = (CheckpointMismatchError,)
 allow_audiocraft_checkpoints()
 
 
@@ -74,6 +77,13 @@ def distributed_backend(cfg: omegaconf.DictConfig) -> str:
     return 'nccl' if str(cfg.device).startswith('cuda') and torch.cuda.is_available() else 'gloo'
 
 
+def refuse(error: Exception) -> tp.NoReturn:
+    """Print a start-up refusal as one message without traceback and exit with `STARTUP_ERROR_STATUS`."""
+    # The class path first, as the last line of a traceback would read (what scripts grep for).
+    print(f"{type(error).__module__}.{type(error).__qualname__}: {error}", file=sys.stderr, flush=True)
+    sys.exit(STARTUP_ERROR_STATUS)
+
+
 @hydra_main(config_path='../config', config_name='train', version_base='1.1')
 def main(cfg: omegaconf.DictConfig) -> tp.Any:
     stock_train.init_seed_and_system(cfg)
@@ -83,19 +93,20 @@ def main(cfg: omegaconf.DictConfig) -> tp.Any:
     try:
         solver = get_solver(cfg)
     except STARTUP_ERRORS as error:
-        # The class path first, as the last line of a traceback would read (what scripts grep for).
-        print(f"{type(error).__module__}.{type(error).__qualname__}: {error}", file=sys.stderr, flush=True)
-        sys.exit(STARTUP_ERROR_STATUS)
+        refuse(error)
     if cfg.show:
         solver.show()
         return None
-    if cfg.execute_only:
-        if not (cfg.execute_inplace or cfg.continue_from is not None):
-            raise ValueError("execute_only needs continue_from=<sig or path> or execute_inplace=true")
-        solver.restore(replay_metrics=False)
-        solver.run_one_stage(cfg.execute_only)
-        return None
-    return solver.run()
+    try:
+        if cfg.execute_only:
+            if not (cfg.execute_inplace or cfg.continue_from is not None):
+                raise ValueError("execute_only needs continue_from=<sig or path> or execute_inplace=true")
+            solver.restore(replay_metrics=False)
+            solver.run_one_stage(cfg.execute_only)
+            return None
+        return solver.run()
+    except RESTORE_ERRORS as error:
+        refuse(error)
 
 
 main.dora.dir = AudioCraftEnvironment.get_dora_dir()

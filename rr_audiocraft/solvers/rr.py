@@ -37,6 +37,7 @@ import omegaconf
 import torch
 
 import audiocraft.models.builders as stock_model_builders
+import audiocraft.models.loaders as stock_model_loaders
 from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout
 from audiocraft.solvers.audiogen import AudioGenSolver
 from audiocraft.solvers.musicgen import MusicGenSolver
@@ -52,7 +53,8 @@ from ..models.lm import RRLMModel
 from ..modules.frozen_encoder import FrozenTextEncoder, install_frozen_text_encoder
 from ..modules.text import text_representation
 from ..regularization import gather_with_grad, masked_pool, rr_loss, similarity_correlation
-from ..settings import APPLY_ON, ConfigError, validate_rr_config  # noqa: F401 (APPLY_ON: re-exported)
+from ..settings import (APPLY_ON, CheckpointMismatchError, ConfigError,  # noqa: F401 (APPLY_ON: re-exported)
+                        checkpoint_mismatch_problem, validate_rr_config)
 from .step import RRStep, finish_epoch_metrics
 
 
@@ -108,6 +110,8 @@ class RRSolverMixin:
     """RR on top of a stock MusicGen-family solver; see the module docstring for the hook order."""
     _rr_step: tp.Optional[RRStep] = None
     _valid_tokens: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None  # tokens, padding mask [B, K, T]
+    _checked_source: tp.Optional[str] = None  # the `continue_from` being loaded, whose weights are checked
+    _pretrained_cfg: tp.Optional[omegaconf.DictConfig] = None  # the config a `//pretrained/` LM carries (`xp.cfg`)
 
     def __init__(self, cfg: omegaconf.DictConfig):
         # Validate before the stock constructor builds models and loads data.
@@ -192,6 +196,52 @@ class RRSolverMixin:
             return super().wrap_with_fsdp(model, *args, **kwargs)  # type: ignore
         with stock_fsdp_on_cpu(self.cfg.fsdp):  # type: ignore
             return super().wrap_with_fsdp(model, *args, **kwargs)  # type: ignore
+
+    def load_checkpoints(self, load_best: bool = False, ignore_state_keys: tp.Sequence[str] = ()
+                         ) -> tp.Optional[dict]:
+        """Stock loading (the XP's own checkpoint first, else `continue_from`), saying what stock leaves silent.
+
+        An XP with its own checkpoint resumes from it and ignores `continue_from`: that is what lets a preempted or
+        requeued run go on where it stopped instead of starting over, but stock says nothing, so one line does.
+        Weights from `continue_from` are checked against the model before stock copies them (`load_state_dict`).
+        """
+        continue_from = self.cfg.continue_from  # type: ignore
+        own_checkpoint = self.checkpoint_path(use_fsdp=False)  # type: ignore  # what stock tests first
+        if continue_from and own_checkpoint.exists():
+            self.logger.info(  # type: ignore
+                "continue_from=%s is ignored: this XP resumes from its own checkpoint %s (so a preempted or requeued "
+                "run goes on where it stopped); to start again from continue_from, run `dora run --clear` or change a "
+                "setting so the XP gets a new signature", continue_from, own_checkpoint)
+        self._checked_source = None if own_checkpoint.exists() else continue_from
+        return super().load_checkpoints(load_best, list(ignore_state_keys))  # type: ignore
+
+    def load_from_pretrained(self, name: str) -> dict:
+        """Stock's `//pretrained/NAME` state (the LM's best state, nothing else), keeping the package's `xp.cfg`.
+
+        Stock drops that config; the check of `load_state_dict` compares the settings no tensor shape shows with it.
+        """
+        package = stock_model_loaders.load_lm_model_ckpt(name)
+        if package.get('xp.cfg') is not None:
+            self._pretrained_cfg = omegaconf.OmegaConf.create(package['xp.cfg'])
+        return {'best_state': {'model': package['best_state']}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Refuse LM weights from `continue_from` that the model cannot take, with each tensor and its config key.
+
+        Stock copies the best state tensor by tensor (`BestStateDictManager.load_state_dict`): a wrong shape ends in
+        a traceback that names neither tensor nor key, an extra tensor in a KeyError, and a missing one is silently
+        left at its random initialisation.
+        """
+        source = self._checked_source
+        loaded = (state.get('best_state') or state.get('fsdp_best_state') or {}).get('model')
+        if source and loaded is not None and not self.cfg.fsdp.use:  # type: ignore  # FSDP: sharded shapes (stock)
+            expected = {name: tuple(tensor.shape) for name, tensor in self.model.state_dict().items()}  # type: ignore
+            shapes = {name: tuple(tensor.shape) for name, tensor in loaded.items()}
+            message = checkpoint_mismatch_problem(
+                source, shapes, expected, self.cfg, self._pretrained_cfg)  # type: ignore
+            if message is not None:
+                raise CheckpointMismatchError([message])
+        super().load_state_dict(state)  # type: ignore
 
     @property
     def rr_lm(self) -> RRLMModel:
