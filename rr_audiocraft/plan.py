@@ -553,15 +553,17 @@ def suggestions(facts: Facts, setup: Setup, gpu_memory: float,
         smaller = [b for b in range(leanest.batch - 1, 0, -1) if fits(_with_batch(leanest, b))]
         if smaller:
             found.append(_with_batch(leanest, smaller[0]))
-    # More GPUs at the recipe's global batch (the per-GPU batch shrinks), with FSDP: as the recipe is, else
-    # with EMA on CPU and checkpointing.
+    # FSDP on the GPUs given (when the recipe has it off), else more GPUs at the recipe's global batch (the
+    # per-GPU batch shrinks), with FSDP: as the recipe is, else with EMA on CPU and checkpointing.
     global_loaded = setup.loaded * setup.gpus
-    for gpus in (2, 4, 8, 16, 32, 64):
-        if gpus <= setup.gpus or global_loaded % gpus:
+    same = (setup.gpus,) if setup.gpus >= 2 and not setup.fsdp else ()
+    for gpus in same + (2, 4, 8, 16, 32, 64):
+        if (gpus <= setup.gpus and gpus not in same) or global_loaded % gpus:
             continue
         loaded = global_loaded // gpus
         batch = int(setup.mix_p * loaded) if setup.mix_p else loaded
-        option = setup.changed(f"--gpus {gpus}", gpus=gpus, loaded=loaded, batch=batch)
+        option = setup.changed(f"--gpus {gpus}", gpus=gpus, loaded=loaded, batch=batch) if gpus != setup.gpus \
+            else setup
         if not option.fsdp:
             option = option.changed('fsdp.use=true', 'autocast=false', 'fsdp.param_dtype=bfloat16', fsdp=True,
                                     mode='params-bfloat16')
