@@ -17,7 +17,8 @@ OLD_LM_COMMON = ['dataset.batch_size=16', 'optim.updates_per_epoch=30', 'dataset
                  'generate.lm.gen_duration=1', 'rr.encoder_cache_mb=256']
 OLD_PRESETS = {  # solver=rr_audiogen/tiny plus these, per preset (demo.PRESETS[...]['lm'])
     'rr_audiogen/demo': ['optim.epochs=8'] + OLD_LM_COMMON,
-    'rr_audiogen/reproduce': ['optim.epochs=28', 'transformer_lm.dim=96', 'transformer_lm.num_layers=3'] + OLD_LM_COMMON,
+    'rr_audiogen/reproduce': ['optim.epochs=28', 'transformer_lm.dim=96', 'transformer_lm.num_layers=3']
+                             + OLD_LM_COMMON,
     'rr_audiogen/reproduce_gpu': ['optim.epochs=56', 'transformer_lm.dim=256', 'transformer_lm.num_heads=8',
                                   'transformer_lm.num_layers=6', 'optim.lr=1e-3']
                                  + [o for o in OLD_LM_COMMON if not o.startswith('optim.lr=')],
@@ -76,7 +77,8 @@ def test_dora_run_solver_demo_is_one_lm_of_the_demos_table():
     from rr_audiocraft.train import main
     cfg = main.get_xp(['solver=rr_audiogen/demo']).cfg
     assert cfg.solver == 'rr_audiogen' and cfg.compression_model_checkpoint == asset_reference()
-    assert (cfg.transformer_lm.dim, cfg.dataset.batch_size, cfg.optim.epochs * cfg.optim.updates_per_epoch) == (64, 16, 240)
+    steps = cfg.optim.epochs * cfg.optim.updates_per_epoch
+    assert (cfg.transformer_lm.dim, cfg.dataset.batch_size, steps) == (64, 16, 240)
     for name in OLD_PRESETS:  # every key of the configs is commented with its reason
         path = REPO_ROOT / 'config' / 'solver' / f'{name}.yaml'
         for line in path.read_text().splitlines():

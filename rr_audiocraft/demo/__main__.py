@@ -19,10 +19,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m rr_audiocraft.demo',
                                      description="A miniature Table 1 of arXiv 2309.08773, offline, on a 2-core CPU.")
     parser.add_argument('--preset', choices=sorted(PRESETS), default='demo',
-                        help="demo: λ=0 vs λ=3, 3 seeds, 600 clips, ~6 min (make demo); reproduce: the nine Table 1 "
-                             "rows, 3 seeds, 2000 clips (200 test captions), ~1.7 h (make reproduce). The options below "
-                             "override the preset's values")
-    parser.add_argument('--full', action='store_true', default=None, help="all nine Table 1 rows instead of the preset's")
+                        help="demo: λ=0 vs λ=3, 3 seeds, 600 clips, ~6 min (make demo); reproduce: the nine "
+                             "Table 1 rows, 3 seeds, 2000 clips (200 test captions), ~1.7 h (make reproduce). The "
+                             "options below override the preset's values")
+    parser.add_argument('--full', action='store_true', default=None,
+                        help="all nine Table 1 rows instead of the preset's")
     parser.add_argument('--rows', default=None,
                         help="the rows to train instead, comma-separated POOL/CFG/λ with the baseline among them, "
                              "e.g. none/0.1/0,max/0.1/3,average/0.1/3 (POOL none: no RR)")
@@ -35,7 +36,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--clips', type=int, default=None,
                         help="clips in the benchmark, train/valid/test 80/10/10 (default: the preset's)")
     parser.add_argument('--codec', type=Path, default=asset_dir(),
-                        help="codec asset folder (default: the shipped assets/encodec_synth_8khz; `make codec` rebuilds it)")
+                        help="codec asset folder (default: the shipped assets/encodec_synth_8khz; `make codec` "
+                             "rebuilds it)")
     parser.add_argument('--until', choices=['ceiling', 'all'], default='all',
                         help="ceiling: stop after the scale (judge on references, ceiling, floor)")
     parser.add_argument('--seeds', default=None, help="training seeds, comma-separated (default: the preset's)")

@@ -96,7 +96,8 @@ def generate_and_judge(sheeps: tp.List[tp.Any], judge: tp.Any, wavs: tp.List[tp.
                                     f"{metrics['count_acc']:.3f}, source F1 {metrics['source_f1']:.3f}"))
         history = json.loads((sheep.xp.folder / 'history.json').read_text())
         valid = history[-1]['valid']
-        metrics = {**metrics, 'valid_ce': valid['ce'], 'valid_rr': valid.get('rr'), 'valid_rr_corr': valid.get('rr_corr'),
+        metrics = {**metrics, 'valid_ce': valid['ce'], 'valid_rr': valid.get('rr'),
+                   'valid_rr_corr': valid.get('rr_corr'),
                    'train_rr': history[-1]['train'].get('rr')}
         results.append({'sig': sig, 'row': row.record(), 'seed': int(cfg.seed), 'samples': str(sample_dir),
                         'metrics': metrics})

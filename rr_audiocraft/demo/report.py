@@ -56,7 +56,8 @@ def format_table(rows: tp.List[dict], vs_baseline: tp.List[dict], scale: tp.Dict
     if vs_baseline:
         lines += ['', f"Against the baseline (pool {BASELINE.pool}, CFG {BASELINE.cfg:g}, λ {BASELINE.weight:g}), "
                   "paired over the same seeds and captions: difference [95 % bootstrap interval] (permutation p)", '',
-                  '| pool | CFG | λ | ' + ' | '.join(f"Δ {title}" for key, title, _ in METRICS if key in JUDGE_METRICS) + ' |',
+                  '| pool | CFG | λ | '
+                  + ' | '.join(f"Δ {title}" for key, title, _ in METRICS if key in JUDGE_METRICS) + ' |',
                   '|' + '---|' * (3 + len(JUDGE_METRICS))]
         for entry in vs_baseline:
             cells = [f"{_cell(entry[key], 'difference')} (p {entry[key]['p_value']:.3g})" for key in JUDGE_METRICS]

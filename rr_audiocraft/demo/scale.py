@@ -53,7 +53,8 @@ def scale_stage(judge: tp.Any, codec: tp.Any, wavs: tp.List[tp.Any], truths: tp.
                           ('floor (the references against every other clip\'s caption)', floor)):
         log('scale', f"{name}: " + ', '.join(f"{key} {metrics[key]:.3f}" for key in SCALE_KEYS))
     report = ceiling['codec']
-    log('scale', f"codec on these {report['num_clips']} clips: relative MSE {report['relative_mse']:.3f}; error per band "
+    log('scale', f"codec on these {report['num_clips']} clips: relative MSE {report['relative_mse']:.3f}; "
+        "error per band "
         + format_bands(report['band_error_db'])
         + f"; codebook perplexity {report['codebook_perplexity']} of {report['bins']}")
     for key, what in (('heard_absent', 'heard but not there'), ('missed', 'missed')):

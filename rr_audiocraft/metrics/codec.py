@@ -67,7 +67,8 @@ def band_error_db(reference: tp.Any, decoded: tp.Any, sample_rate: int,
             break
         in_band = (freqs >= low) & (freqs < high)
         energy = reference_power[in_band].sum()
-        bands[f"{low:g}-{high:g} Hz"] = float(10 * np.log10(error_power[in_band].sum() / energy)) if energy > 0 else None
+        relative = error_power[in_band].sum() / energy if energy > 0 else None
+        bands[f"{low:g}-{high:g} Hz"] = None if relative is None else float(10 * np.log10(relative))
     return bands
 
 

@@ -97,7 +97,8 @@ def train_xp(overrides: tp.List[str]) -> tp.Any:
         log('train', f"XP {xp.sig} already trained ({xp.folder})")
         return xp
     xp.folder.mkdir(parents=True, exist_ok=True)
-    log('train', f"training XP {xp.sig}: dora -P rr_audiocraft run {' '.join(overrides)} (log: {xp.folder / 'codec.log'})")
+    log('train', f"training XP {xp.sig}: dora -P rr_audiocraft run {' '.join(overrides)} "
+                 f"(log: {xp.folder / 'codec.log'})")
     with open(xp.folder / 'codec.log', 'a') as out:
         proc = subprocess.run([sys.executable, '-m', 'dora', '-P', 'rr_audiocraft', 'run', *overrides],
                               cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -174,7 +175,8 @@ def report_stage(model: tp.Any, benchmark: Path, num_clips: int = 600, seed: int
     check_benchmark(benchmark, num_clips=num_clips, seed=seed)  # another seed or generator version: say so
     wavs, _, sample_rate = load_clips(benchmark / 'egs' / 'test')
     report = codec_report(model, wavs, sample_rate)
-    log('report', f"test split of {benchmark} ({report['num_clips']} clips): relative MSE {report['relative_mse']:.3f}; "
+    log('report', f"test split of {benchmark} ({report['num_clips']} clips): "
+                  f"relative MSE {report['relative_mse']:.3f}; "
                   "error per band " + format_bands(report['band_error_db']))
     log('report', f"code usage per codebook: perplexity {report['codebook_perplexity']} of {report['bins']}, "
                   f"codes used {report['codebook_usage']}")
