@@ -37,12 +37,11 @@ def test_until_ceiling_writes_the_scale_of_a_fresh_benchmark(tmp_path):
     assert f"{data / 'benchmark.json'} records another benchmark: seed 7 (wanted 8)" in other.stderr
     assert 'python -m rr_audiocraft.data.synth' in other.stderr and 'Traceback' not in other.stderr
 
-    # The whole demo on that benchmark, shrunk (2 seeds x λ=0 / λ=3, LMs of 4 updates): the benchmark and
-    # the judge fitted on it are reused, results.json holds the rows and the paired comparison, every
+    # The whole demo on that benchmark, shrunk (2 seeds x λ=0 / λ=3, the demo's LMs for 4 updates): the benchmark
+    # and the judge fitted on it are reused, results.json holds the rows and the paired comparison, every
     # sample pairs with its reference.
-    shrink = ['--seeds', '0,1', '--lm', 'optim.epochs=1', 'optim.updates_per_epoch=4', 'dataset.train.num_samples=32',
-              'dataset.valid.num_samples=8', 'dataset.evaluate.num_samples=8', 'dataset.generate.num_samples=1',
-              'dataset.generate.batch_size=1', 'generate.lm.gen_duration=0.5', 'rr.encoder_cache_mb=256']
+    shrink = ['--seeds', '0,1', '--lm', 'optim.epochs=1', 'optim.updates_per_epoch=4', 'dataset.train.num_samples=64',
+              'dataset.valid.num_samples=8', 'dataset.evaluate.num_samples=8', 'generate.lm.gen_duration=0.5']
     full = run_demo('--data', str(data), '--out', str(out), '--data-seed', '7', '--clips', '150', *shrink, timeout=900)
     assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
     assert 'loaded' in full.stdout and 'fitting' not in full.stdout and 'synthesising' not in full.stdout
