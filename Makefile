@@ -10,18 +10,18 @@ install:  ## build .venv/ (CPU torch, stock AudioCraft 1.3.0 editable, ffmpeg, t
 	bash scripts/install.sh
 
 codec: install  ## retrain the shipped EnCodec (assets/encodec_synth_8khz) from nothing: two XPs, ~63 min on 2 idle cores, resumes
-	$(PY) -m rr_audiocraft.codec train
+	$(PY) -m rr_audiocraft.recipes.codec train
 
 judge: install  ## fit and ship the judges of the default and the reproduce benchmark through the shipped codec (assets/judge_synth*, ~3 + ~8 min)
 	$(PY) -m rr_audiocraft.demo --until ceiling --ship-judge --out outputs/judge_scale/demo
 	$(PY) -m rr_audiocraft.demo --preset reproduce --until ceiling --ship-judge --out outputs/judge_scale/reproduce
 
-demo: install  ## the embedded default: miniature Table 1, offline (FULL=1: all nine rows; CODEC=train: retrain the codec first)
-	$(if $(filter train,$(CODEC)),$(PY) -m rr_audiocraft.codec train,$(PY) -m rr_audiocraft.codec verify)
+demo: install  ## the embedded default: miniature Table 1, offline, into demo_out/ and results/demo.md (FULL=1: all nine rows; CODEC=train: retrain the codec first)
+	$(if $(filter train,$(CODEC)),$(PY) -m rr_audiocraft.recipes.codec train,$(PY) -m rr_audiocraft.recipes.codec verify)
 	$(PY) -m rr_audiocraft.demo $(if $(FULL),--full,) --device $(DEVICE)
 
-reproduce: install  ## all nine Table 1 rows x 3 seeds on 200 test captions, ~1.7 h on 2 cores (102 min measured), resumable; writes reproduce_out/ and docs/results.md (on a GPU: scaled up, reproduce_gpu_out/ and docs/results-gpu.md; DEVICE=cpu keeps the 2-core run)
-	$(PY) -m rr_audiocraft.codec verify
+reproduce: install  ## all nine Table 1 rows x 3 seeds on 200 test captions, ~1.7 h on 2 cores (102 min measured), resumable; writes reproduce_out/ and results/reproduce.md (on a GPU: scaled up, reproduce_gpu_out/ and results/reproduce-gpu.md; DEVICE=cpu keeps the 2-core run)
+	$(PY) -m rr_audiocraft.recipes.codec verify
 	$(PY) -m rr_audiocraft.demo --preset reproduce --device $(DEVICE)
 
 test: install  ## the test suite (CPU; CI runs this)

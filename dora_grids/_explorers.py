@@ -12,6 +12,7 @@ import treetable as tt
 
 from audiocraft.grids._base_explorers import BaseExplorer
 from rr_audiocraft.slurm import install_submission_check
+from rr_audiocraft.table1 import Row
 
 RR_SOLVERS = ('rr_audiogen', 'rr_musicgen')
 
@@ -20,13 +21,8 @@ def rr_setting(cfg: tp.Any) -> tp.Dict[str, tp.Any]:
     """Pooling, CFG ratio, λ and seed of an XP config, as Table 1 writes them ('–': no RR)."""
     if cfg.solver not in RR_SOLVERS:
         return {}
-    weight = float(cfg.rr.weight)
-    return {
-        'pool': cfg.rr.pooling if weight > 0 else '–',
-        'CFG': float(cfg.classifier_free_guidance.training_dropout),
-        'λ': weight,
-        'seed': int(cfg.seed),
-    }
+    row = Row.from_cfg(cfg)
+    return {'pool': row.pool, 'CFG': row.cfg, 'λ': row.weight, 'seed': int(cfg.seed)}
 
 
 class RRExplorer(BaseExplorer):

@@ -4,7 +4,7 @@
     RR_TINY_FULL=1 python -m rr_audiocraft.grid_local rr_ablation_tiny
 
 Default: no RR (λ = 0) against RR (λ = 3, max pooling), both with CFG dropout 0.1, each over three
-seeds; `RR_TINY_FULL=1`: all nine rows of Table 1 (`rr_ablation.TABLE1`) over the seeds. XPs are
+seeds; `RR_TINY_FULL=1`: all nine rows of Table 1 (`rr_audiocraft.table1.TABLE1`) over the seeds. XPs are
 ordered seed by seed, so an interrupted run has whole comparisons done first.
 
 The grid is built from a `TinyGrid` (its settings as arguments): `TinyGrid(...).explorer()` is what
@@ -39,14 +39,11 @@ from pathlib import Path
 
 from audiocraft.environment import AudioCraftEnvironment
 from rr_audiocraft.data.synth import datasource_overrides
+from rr_audiocraft.table1 import DEFAULT_ROWS, TABLE1, Row
 
 from ._explorers import RRJudgeExplorer
-from .rr_ablation import TABLE1, row
 
 SOLVER = 'rr_audiogen/tiny'
-Row = tp.Tuple[tp.Optional[str], float, float]  # (pooling, CFG ratio, λ)
-# Default comparison: no RR vs the paper's best RR row.
-DEFAULT_ROWS: tp.List[Row] = [(None, 0.1, 0.), ('max', 0.1, 3.)]
 SLURM_MEM_PER_RANK_GB = 4  # a tiny LM rank: text encoder, codec, batches
 SLURM_TIME_MIN = 60
 
@@ -93,11 +90,12 @@ class TinyGrid:
     """Settings of the tiny grid.
 
     Attributes:
+        solver: the LMs' solver config (`rr_audiogen/tiny`; the demo's `rr_audiogen/demo`, `reproduce`, ...).
         data: benchmark root (None: the `rr_synth` dset's defaults).
         compression: the codec the LMs train on (None: the solver config's default, the shipped codec;
             a bare signature means `//sig/SIG`).
         seeds: LM seeds; XPs are ordered seed by seed, so an interrupted run has whole comparisons done first.
-        rows: (pooling, CFG ratio, λ) rows (`DEFAULT_ROWS`, or `rr_ablation.TABLE1` for all nine).
+        rows: Table 1 rows (`table1.DEFAULT_ROWS`: no RR against the best RR row, or `table1.TABLE1`).
         epochs: LM epochs (None: the solver config's).
         overrides: more LM overrides, `key=value`.
         token_cache: the LMs read their batches (EnCodec tokens and captions) from AudioCraft's token
@@ -110,10 +108,11 @@ class TinyGrid:
             rank, gloo on CPU); the global batch is split over them. The partition is the team's
             (AudioCraft's `teams` config, `AUDIOCRAFT_TEAM`).
     """
+    solver: str = SOLVER
     data: tp.Optional[tp.Union[str, Path]] = None
     compression: tp.Optional[str] = None
     seeds: tp.Sequence[int] = (0, 1, 2)
-    rows: tp.Sequence[Row] = tuple(DEFAULT_ROWS)
+    rows: tp.Sequence[Row] = DEFAULT_ROWS
     epochs: tp.Optional[int] = None
     overrides: tp.Sequence[str] = ()
     token_cache: bool = False
@@ -127,7 +126,7 @@ class TinyGrid:
                         partition=AudioCraftEnvironment.get_slurm_partitions(['team', 'global']))
         # Unset: the solver config's default, the shipped codec (no override, so no path in the signatures).
         codec = [f'compression_model_checkpoint={compression_checkpoint(self.compression)}'] if self.compression else []
-        lm = launcher.bind([f'solver={SOLVER}'] + codec + data_overrides(self.data))
+        lm = launcher.bind([f'solver={self.solver}'] + codec + data_overrides(self.data))
         if self.epochs is not None:
             lm.bind_({'optim.epochs': int(self.epochs)})
         lm.bind_(list(self.overrides))
@@ -135,9 +134,14 @@ class TinyGrid:
 
     def cache_path(self) -> Path:
         """Where the token cache of these settings lives (`cache.path`): under the benchmark, one folder
-        per codec, cached epochs and batch-deciding overrides (`dataset.*`, `optim.updates_per_epoch`)."""
+        per codec, cached epochs, solver config and batch-deciding overrides (`dataset.*`,
+        `optim.updates_per_epoch`)."""
         batches = sorted(o for o in self.overrides if o.startswith(('dataset.', 'optim.updates_per_epoch=')))
-        key = json.dumps({'compression': self.compression, 'epochs': self.cache_epochs, 'batches': batches})
+        key_fields: tp.Dict[str, tp.Any] = {'compression': self.compression, 'epochs': self.cache_epochs,
+                                            'batches': batches}
+        if self.solver != SOLVER:  # another solver config batches otherwise (the tiny grid's folders stay)
+            key_fields['solver'] = self.solver
+        key = json.dumps(key_fields)
         root = Path(self.data).expanduser() if self.data else Path('data/synth')
         return root.resolve() / 'token_cache' / hashlib.sha1(key.encode()).hexdigest()[:10]
 
@@ -173,8 +177,8 @@ class TinyGrid:
             # Batches read back from the cache-writing XPs (stock reads them with num_workers threads).
             lm.bind_({'cache.path': str(self.cache_path()), 'dataset.num_workers': 1})
         for seed in self.seeds:
-            for setting in self.rows:
-                lm({**row(*setting), 'seed': seed})
+            for row in self.rows:
+                lm({**row.overrides(), 'seed': seed})
 
     def explorer(self) -> RRJudgeExplorer:
         """The Dora explorer of these settings (what `grid_local.run_explorer` and `register` take)."""

@@ -55,6 +55,7 @@ card 1024 (the size of the CPU timings in the design notes); `recipe` is the pap
     python -m rr_audiocraft.bench --before-after       # + RR before the CFG-step optimisation, paired
     python -m rr_audiocraft.bench --sizes recipe --device cuda --autocast bfloat16
 """
+from . import configured  # noqa: F401  (first: the process set-up AudioCraft needs at import)
 import argparse
 import contextlib
 import datetime
@@ -75,7 +76,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.synth import datasource_overrides
+from .data.synth import datasource_overrides, generate_dataset
+from .environment import override_dora_dir
 
 logger = logging.getLogger(__name__)
 
@@ -629,26 +631,25 @@ def run(args: argparse.Namespace) -> dict:
     load_average = ' '.join(f'{x:.2f}' for x in os.getloadavg()) if hasattr(os, 'getloadavg') else 'n/a'
     workdir = Path(tempfile.mkdtemp(prefix='rr_bench_'))
     # Throwaway XP folders (solvers create one on start-up) go to the work folder, not to outputs/.
-    os.environ['AUDIOCRAFT_DORA_DIR'] = str(workdir / 'dora')
     try:
-        from .data.synth import generate_dataset
-        data_dir = workdir / 'data'
-        # Enough train clips for a batch; the other splits only need to exist.
-        generate_dataset(data_dir, num_clips=max(16, 2 * args.batch_size), seed=0,
-                         duration=max(args.duration, 2.0))
-        steps = []
-        for size in args.size_list:
-            checkpoint = args.compression_checkpoint
-            if checkpoint is None:
-                checkpoint = str(build_compression_checkpoint(data_dir, SIZES[size]['card'],
-                                                              workdir / f'encodec_{SIZES[size]["card"]}.th'))
-            logger.info("bench: LM size %s", size)
-            steps += bench_steps(size, data_dir, checkpoint, args)
-        cache_checkpoint = args.compression_checkpoint or str(workdir / f'encodec_{SIZES["tiny"]["card"]}.th')
-        if not Path(cache_checkpoint).exists() and args.compression_checkpoint is None:
-            build_compression_checkpoint(data_dir, SIZES['tiny']['card'], Path(cache_checkpoint))
-        cache_rows = bench_caption_cache(data_dir, cache_checkpoint, args)
-        rr_rows = bench_rr_loss(args.rr_loss_batches, args.rr_loss_widths, args.rr_loss_rounds, args.device)
+        with override_dora_dir(workdir / 'dora'):
+            data_dir = workdir / 'data'
+            # Enough train clips for a batch; the other splits only need to exist.
+            generate_dataset(data_dir, num_clips=max(16, 2 * args.batch_size), seed=0,
+                             duration=max(args.duration, 2.0))
+            steps = []
+            for size in args.size_list:
+                checkpoint = args.compression_checkpoint
+                if checkpoint is None:
+                    checkpoint = str(build_compression_checkpoint(data_dir, SIZES[size]['card'],
+                                                                  workdir / f'encodec_{SIZES[size]["card"]}.th'))
+                logger.info("bench: LM size %s", size)
+                steps += bench_steps(size, data_dir, checkpoint, args)
+            cache_checkpoint = args.compression_checkpoint or str(workdir / f'encodec_{SIZES["tiny"]["card"]}.th')
+            if not Path(cache_checkpoint).exists() and args.compression_checkpoint is None:
+                build_compression_checkpoint(data_dir, SIZES['tiny']['card'], Path(cache_checkpoint))
+            cache_rows = bench_caption_cache(data_dir, cache_checkpoint, args)
+            rr_rows = bench_rr_loss(args.rr_loss_batches, args.rr_loss_widths, args.rr_loss_rounds, args.device)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     device_name = (torch.cuda.get_device_name() if args.device == 'cuda'

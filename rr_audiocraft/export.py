@@ -15,6 +15,7 @@ The stock `export_lm` / `export_encodec` are not called: they `torch.load` with 
 chosen by the same rule as the loaders (`models.loaders.lm_state_from_package`). The packages written
 are the ones those functions write, key for key.
 """
+from . import configured  # noqa: F401  (first: the process set-up AudioCraft needs at import)
 import argparse
 import sys
 import typing as tp

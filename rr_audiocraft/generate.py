@@ -7,6 +7,7 @@ MODEL is anything `RRAudioGen/RRMusicGen.get_pretrained` loads: `//sig/SIG` (a D
 wav per caption is written to the output folder (plus a PNG spectrogram each with --spectrograms, and
 `generations.json` with the settings), so a run can be repeated exactly with the same --seed.
 """
+from . import configured  # noqa: F401  (first: the process set-up AudioCraft needs at import)
 import argparse
 import json
 import math

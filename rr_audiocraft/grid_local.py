@@ -35,7 +35,7 @@ import time
 import typing as tp
 from pathlib import Path
 
-import rr_audiocraft  # noqa: F401  (sets AUDIOCRAFT_DORA_DIR, USER, AUDIOCRAFT_TEAM defaults)
+from .environment import configure
 
 LOG_NAME = 'grid_local.log'
 FAILED_MARK = 'grid_local.failed'
@@ -79,11 +79,16 @@ def epochs_done(main: tp.Any, sheep: tp.Any) -> int:
     return len(main.get_xp_history(sheep.xp))
 
 
+def xp_finished(main: tp.Any, xp: tp.Any) -> bool:
+    """Whether the XP's Dora history holds all its `optim.epochs` epochs."""
+    return len(main.get_xp_history(xp)) >= xp.cfg.optim.epochs
+
+
 def xp_state(main: tp.Any, sheep: tp.Any) -> str:
     """done (all epochs in history), fail (last local run failed), part (some epochs), todo."""
-    done, total = epochs_done(main, sheep), sheep.xp.cfg.optim.epochs
-    if done >= total:
+    if xp_finished(main, sheep.xp):
         return 'done'
+    done = epochs_done(main, sheep)
     if (sheep.xp.folder / FAILED_MARK).exists():
         return 'fail'
     return 'part' if done else 'todo'
@@ -311,6 +316,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     parser.add_argument('-j', '--jobs', type=int, default=1,
                         help="XPs run at once, each with cpu_count // jobs torch threads (default 1)")
     args = parser.parse_args(argv)
+    configure()
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
     try:

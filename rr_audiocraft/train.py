@@ -4,8 +4,11 @@ The primary config `config/train.yaml` holds only what RR adds; AudioCraft's own
 its package, beside it in the editable install) is put on Hydra's search path by the plugin below, so
 `solver=rr_audiogen/audiogen_300m` can build on `/solver/audiogen/default` without copying it.
 """
+# First: the process set-up (environment.configure) that stock AudioCraft's train module and our configs (the
+# `${rr_asset:...}` resolver) need. Every process that runs or loads an XP imports this module (`dora -P
+# rr_audiocraft`, Slurm jobs unpickling `main`, grid workers).
+from . import configured  # noqa: F401
 import logging
-import os
 import sys
 import typing as tp
 from pathlib import Path
@@ -19,12 +22,12 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 import audiocraft
 from audiocraft import train as stock_train
-from audiocraft.environment import AudioCraftEnvironment
 from audiocraft.utils.cluster import get_slurm_parameters
 
+from .assets import AssetError
 from .checkpoint import allow_audiocraft_checkpoints
-from .codec import AssetError
 from .data.validate import DatasetError
+from .environment import bind_dora_main
 from .evaluation import EvaluationAssetError
 from .settings import CheckpointMismatchError, ConfigError, split_batches_over_ranks
 
@@ -109,7 +112,7 @@ def main(cfg: omegaconf.DictConfig) -> tp.Any:
         refuse(error)
 
 
-main.dora.dir = AudioCraftEnvironment.get_dora_dir()
+bind_dora_main(main)
 main.dora.grid_package = 'dora_grids'
 main._base_cfg.slurm = get_slurm_parameters(main._base_cfg.slurm)
 

@@ -1,7 +1,7 @@
 """Session fixtures shared by the test files: one synthetic dataset, one Dora folder, one tiny EnCodec.
 
-AUDIOCRAFT_DORA_DIR must be set before rr_audiocraft (and through it AudioCraft's train module) is
-imported, so it is set here at import time; every `dora run` of the session lands in that folder.
+The session's XP folder is set here, before any test imports `rr_audiocraft.train` (whose Dora main reads
+it): every `dora run` of the session, in process or in a child process, lands in that folder.
 """
 import os
 import subprocess
@@ -15,10 +15,12 @@ import pytest
 
 # RR_TEST_DIR keeps the session's data and XPs between runs (Dora resumes finished XPs at no cost).
 SESSION_DIR = Path(os.environ.get('RR_TEST_DIR') or tempfile.mkdtemp(prefix='rr_tests_'))
-os.environ['AUDIOCRAFT_DORA_DIR'] = str(SESSION_DIR / 'dora')
 os.environ.setdefault('PYTHONWARNINGS', 'ignore')
 
-from rr_audiocraft.data.synth import datasource_overrides  # noqa: E402,F401 (after the env: used by test files)
+from rr_audiocraft.data.synth import datasource_overrides  # noqa: E402,F401 (used by test files)
+from rr_audiocraft.environment import configure, dora_dir  # noqa: E402
+
+configure(dora_dir=SESSION_DIR / 'dora')
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DORA = [sys.executable, '-m', 'dora', '-P', 'rr_audiocraft']
@@ -43,7 +45,7 @@ def run_cli(main: tp.Callable, argv: tp.List[str], capsys) -> tp.Tuple[int, str,
 
 
 def xp_dir(sig: str) -> Path:
-    return Path(os.environ['AUDIOCRAFT_DORA_DIR']) / 'xps' / sig
+    return dora_dir() / 'xps' / sig
 
 
 def run_xp(*overrides: str, timeout: float = 600) -> str:

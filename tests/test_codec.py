@@ -1,9 +1,10 @@
-"""Tests of the shipped codec, its recipe (`make codec`) and its diagnosis (rr_audiocraft.codec)."""
+"""Tests of the shipped codec (rr_audiocraft.assets), its recipe (`make codec`, rr_audiocraft.recipes.codec) and its
+diagnosis (rr_audiocraft.metrics.codec)."""
 import numpy as np
 import pytest
 import scipy.signal
 
-from rr_audiocraft.codec import band_error_db
+from rr_audiocraft.metrics.codec import band_error_db
 
 
 def bands_at_16k():
@@ -43,7 +44,7 @@ def test_band_error_skips_empty_and_unreachable_bands():
 
 def shipped_copy(tmp_path):
     import shutil
-    from rr_audiocraft.codec import asset_dir
+    from rr_audiocraft.assets import asset_dir
     copy = tmp_path / 'codec'
     shutil.copytree(asset_dir(), copy)
     return copy
@@ -52,7 +53,7 @@ def shipped_copy(tmp_path):
 def test_the_shipped_codec_loads_in_stock_audiocraft_and_matches_its_record():
     import json
     from audiocraft.models import CompressionModel
-    from rr_audiocraft.codec import MANIFEST_FILE, STATE_FILE, asset_dir, verify_asset
+    from rr_audiocraft.assets import MANIFEST_FILE, STATE_FILE, asset_dir, verify_asset
     manifest = json.loads((asset_dir() / MANIFEST_FILE).read_text())
     assert verify_asset(asset_dir()) == asset_dir() / STATE_FILE
     assert manifest['bytes'] == (asset_dir() / STATE_FILE).stat().st_size <= 20_000_000
@@ -66,7 +67,7 @@ def test_the_shipped_codec_loads_in_stock_audiocraft_and_matches_its_record():
 
 
 def test_a_corrupted_or_incomplete_codec_is_refused_with_the_fix(tmp_path):
-    from rr_audiocraft.codec import AssetError, STATE_FILE, verify_asset, verify_compression_reference
+    from rr_audiocraft.assets import STATE_FILE, AssetError, verify_asset, verify_compression_reference
     copy = shipped_copy(tmp_path)
     assert verify_asset(copy) == copy / STATE_FILE
     data = bytearray((copy / STATE_FILE).read_bytes())
@@ -86,7 +87,7 @@ def test_a_corrupted_or_incomplete_codec_is_refused_with_the_fix(tmp_path):
 def test_the_shipped_codec_reconstructs_the_benchmark():
     """On 40 held-out-pair clips it keeps most of the signal under 2 kHz, where the benchmark's sources
     live, and uses its codebooks (silence would score relative MSE 1 and 0 dB in every band)."""
-    from rr_audiocraft.codec import codec_report, load_asset
+    from rr_audiocraft.metrics.codec import codec_report, load_asset
     from rr_audiocraft.data import synth
     rng = np.random.default_rng(2024)
     wavs = [synth.synthesize_clip(synth.sample_spec(rng, 'test'))[0] for _ in range(40)]
@@ -100,7 +101,7 @@ def test_the_shipped_codec_reconstructs_the_benchmark():
 
 def test_rr_solver_refuses_a_corrupted_codec_before_building_anything(tmp_path, tiny_data):
     from conftest import datasource_overrides
-    from rr_audiocraft.codec import AssetError, STATE_FILE
+    from rr_audiocraft.assets import STATE_FILE, AssetError
     from rr_audiocraft.solvers import RRAudioGenSolver
     from rr_audiocraft.train import main
     copy = shipped_copy(tmp_path)
@@ -124,7 +125,8 @@ def test_make_codec_trains_both_stages_through_dora_and_exports_a_checked_asset(
     import json
     from audiocraft.models import CompressionModel
     from conftest import run_dora, xp_dir
-    from rr_audiocraft import codec
+    from rr_audiocraft import assets
+    from rr_audiocraft.recipes import codec
     data_dir = tmp_path / 'codec'
     (data_dir / 'excerpts').mkdir(parents=True)
     (data_dir / 'excerpts' / 'egs').symlink_to(tiny_data / 'egs')
@@ -142,7 +144,7 @@ def test_make_codec_trains_both_stages_through_dora_and_exports_a_checked_asset(
     assert second.cfg.losses.msspec > 0 and first.cfg.losses.msspec == 0  # trained on in the second stage only
     assert codec.train_stage(data_dir, extra)[1].sig == second.sig  # a rerun finds both trained
 
-    monkeypatch.setattr(codec, 'ASSETS_DIR', tmp_path / 'assets')
+    monkeypatch.setattr(assets, 'ASSETS_DIR', tmp_path / 'assets')
     folder = codec.export_stage([first, second])
     state = codec.verify_asset(folder)
     manifest = json.loads((folder / codec.MANIFEST_FILE).read_text())

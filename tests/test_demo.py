@@ -37,12 +37,11 @@ def test_until_ceiling_writes_the_scale_of_a_fresh_benchmark(tmp_path):
     assert f"{data / 'benchmark.json'} records another benchmark: seed 7 (wanted 8)" in other.stderr
     assert 'python -m rr_audiocraft.data.synth' in other.stderr and 'Traceback' not in other.stderr
 
-    # The whole demo on that benchmark, shrunk (2 seeds x λ=0 / λ=3, LMs of 4 updates): the benchmark and
-    # the judge fitted on it are reused, results.json holds the rows and the paired comparison, every
+    # The whole demo on that benchmark, shrunk (2 seeds x λ=0 / λ=3, the demo's LMs for 4 updates): the benchmark
+    # and the judge fitted on it are reused, results.json holds the rows and the paired comparison, every
     # sample pairs with its reference.
-    shrink = ['--seeds', '0,1', '--lm', 'optim.epochs=1', 'optim.updates_per_epoch=4', 'dataset.train.num_samples=32',
-              'dataset.valid.num_samples=8', 'dataset.evaluate.num_samples=8', 'dataset.generate.num_samples=1',
-              'dataset.generate.batch_size=1', 'generate.lm.gen_duration=0.5', 'rr.encoder_cache_mb=256']
+    shrink = ['--seeds', '0,1', '--lm', 'optim.epochs=1', 'optim.updates_per_epoch=4', 'dataset.train.num_samples=64',
+              'dataset.valid.num_samples=8', 'dataset.evaluate.num_samples=8', 'generate.lm.gen_duration=0.5']
     full = run_demo('--data', str(data), '--out', str(out), '--data-seed', '7', '--clips', '150', *shrink, timeout=900)
     assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
     assert 'loaded' in full.stdout and 'fitting' not in full.stdout and 'synthesising' not in full.stdout
@@ -97,7 +96,7 @@ def test_until_ceiling_writes_the_scale_of_a_fresh_benchmark(tmp_path):
 
 def test_a_corrupted_codec_stops_the_demo_first(tmp_path):
     import shutil
-    from rr_audiocraft.codec import STATE_FILE, asset_dir
+    from rr_audiocraft.assets import STATE_FILE, asset_dir
     codec = tmp_path / 'codec'
     shutil.copytree(asset_dir(), codec)
     (codec / STATE_FILE).write_bytes(b'0' * 100)
@@ -113,7 +112,8 @@ def test_results_layout_rows_and_paired_comparisons_with_the_baseline():
     the (–, 0.1, 0) baseline, paired over the same seeds and captions; unpaired seeds are refused."""
     import math
     import numpy as np
-    from rr_audiocraft.demo import format_table, summarise
+    from rr_audiocraft.demo.report import format_table
+    from rr_audiocraft.metrics.summary import summarise
     from rr_audiocraft.metrics.judge.scores import OUTCOME_KEYS
     rng = np.random.default_rng(0)
 
@@ -154,11 +154,12 @@ def test_the_shipped_judge_is_the_one_each_preset_benchmark_and_codec_need(tmp_p
     a change to any of them fails here until `make judge` refits them. A corrupted copy is refused with the
     command that fixes it."""
     import shutil
-    from rr_audiocraft.codec import AssetError, asset_dir
+    from rr_audiocraft.assets import AssetError, asset_dir
     from rr_audiocraft.data.synth import benchmark_stamp
-    from rr_audiocraft.demo import JUDGE_FILE, PRESETS, judge_asset, judge_wanted, shipped_judge
+    from rr_audiocraft.demo.presets import PRESETS
+    from rr_audiocraft.metrics.judge.asset import JUDGE_FILE, judge_asset, judge_wanted, shipped_judge
     codec_sha = json.loads((asset_dir() / 'asset.json').read_text())['sha256']
-    wanted = judge_wanted(benchmark_stamp(num_clips=PRESETS[preset]['clips'], seed=0), codec_sha)
+    wanted = judge_wanted(benchmark_stamp(num_clips=PRESETS[preset].clips, seed=0), codec_sha)
     judge = shipped_judge(wanted)
     assert judge is not None, f"{judge_asset(wanted['benchmark'])} is stale or missing: run `make judge`"
     assert judge.fitted_on == json.loads(json.dumps(wanted))
@@ -168,19 +169,22 @@ def test_the_shipped_judge_is_the_one_each_preset_benchmark_and_codec_need(tmp_p
     copy = tmp_path / 'judge_synth'
     shutil.copytree(judge_asset(wanted['benchmark']), copy)
     (copy / JUDGE_FILE).write_bytes((copy / JUDGE_FILE).read_bytes()[:-10] + b'0' * 10)
-    with pytest.raises(AssetError, match='is missing or corrupted.*make judge'):
+    with pytest.raises(AssetError, match='The shipped judge .* is corrupted: its sha256 .*make judge'):
         shipped_judge(wanted, folder=copy)
 
 
 def test_presets_ask_for_what_the_two_commands_promise():
     """`make demo`: λ=0 vs λ=3 over 3 seeds on the default benchmark; `make reproduce`: the nine Table 1
-    rows over at least 3 seeds and at least 200 test captions (10 % of the clips), written to docs/results.md;
-    each benchmark size gets its own folder (its judge is fitted on it)."""
-    from rr_audiocraft.demo import DEFAULT_DATA, PRESETS, default_data
+    rows over at least 3 seeds and at least 200 test captions (10 % of the clips), written to results/reproduce.md;
+    each benchmark size gets its own folder (its judge is fitted on it); each preset's LM is a solver config."""
+    from rr_audiocraft.demo.presets import DEFAULT_DATA, PRESETS, default_data
+    from rr_audiocraft.table1 import BASELINE, BEST_RR, TABLE1
     demo, reproduce = PRESETS['demo'], PRESETS['reproduce']
-    assert not demo['full'] and len(demo['seeds'].split(',')) == 3 and demo['clips'] == 600
-    assert reproduce['full'] and len(reproduce['seeds'].split(',')) >= 3 and reproduce['clips'] // 10 >= 200
-    assert reproduce['results_md'] == REPO_ROOT / 'docs' / 'results.md'
+    assert demo.rows == (BASELINE, BEST_RR) and len(demo.seeds) == 3 and demo.clips == 600
+    assert reproduce.rows == TABLE1 and len(reproduce.seeds) >= 3 and reproduce.clips // 10 >= 200
+    assert reproduce.page == REPO_ROOT / 'results' / 'reproduce.md' and demo.page == REPO_ROOT / 'results' / 'demo.md'
+    for preset in (demo, reproduce):
+        assert (REPO_ROOT / 'config' / 'solver' / f'{preset.solver}.yaml').is_file()
     assert default_data(0, 600) == DEFAULT_DATA
     assert default_data(0, 2000).name == 'synth-seed0-2000clips' and default_data(3, 600).name == 'synth-seed3'
 
@@ -188,11 +192,12 @@ def test_presets_ask_for_what_the_two_commands_promise():
 def test_device_is_resolved_before_any_work_and_reproduce_is_scaled_up_on_cuda(tmp_path, monkeypatch, capsys):
     """`--device auto` trains and generates on CUDA when torch sees a GPU, else on the CPU; `--device cuda`
     without one stops the demo with one line before the codec is checked. On CUDA the reproduce preset
-    takes its larger LMs into its own folder and page; the demo's XPs stay the same ones, since Dora
-    leaves `device` out of the signature (an XP finished on the CPU is reused on a GPU and back)."""
+    takes its larger LMs (solver=rr_audiogen/reproduce_gpu) into its own folder and page; the demo's XPs stay
+    the same ones, since Dora leaves `device` out of the signature (an XP finished on the CPU is reused on a
+    GPU and back)."""
     import torch
-    from rr_audiocraft.demo import PRESETS, preset_settings, resolve_device
-    from rr_audiocraft.demo import main as demo_main
+    from rr_audiocraft.demo.__main__ import main as demo_main
+    from rr_audiocraft.demo.presets import preset_for, resolve_device
     from rr_audiocraft.train import main as dora_main
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert resolve_device('auto') == 'cpu' and resolve_device('cpu') == 'cpu'
@@ -203,16 +208,14 @@ def test_device_is_resolved_before_any_work_and_reproduce_is_scaled_up_on_cuda(t
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     assert resolve_device('auto') == 'cuda' and resolve_device('cuda') == 'cuda' and resolve_device('cpu') == 'cpu'
 
-    cpu, gpu = preset_settings('reproduce', 'cpu'), preset_settings('reproduce', 'cuda')
-    assert 'cuda' not in cpu and cpu['lm'] == PRESETS['reproduce']['lm'] and cpu['jobs'] == 2
-    assert cpu['out'].name == 'reproduce_out' and gpu['out'].name == 'reproduce_gpu_out'
-    assert gpu['results_md'] != cpu['results_md'] and gpu['clips'] == cpu['clips'] and gpu['seeds'] == cpu['seeds']
-    keys = [override.split('=')[0] for override in gpu['lm']]
-    assert len(keys) == len(set(keys)), 'an override given twice'
-    overrides = dict(override.split('=') for override in gpu['lm'])
-    assert int(overrides['transformer_lm.dim']) > 96 and int(overrides['transformer_lm.num_layers']) > 3
-    assert preset_settings('demo', 'cuda') == preset_settings('demo', 'cpu')
-    xp = ['solver=rr_audiogen/tiny', *PRESETS['demo']['lm']]
+    cpu, gpu = preset_for('reproduce', 'cpu'), preset_for('reproduce', 'cuda')
+    assert cpu.solver == 'rr_audiogen/reproduce' and gpu.solver == 'rr_audiogen/reproduce_gpu' and cpu.jobs == 2
+    assert cpu.out.name == 'reproduce_out' and gpu.out.name == 'reproduce_gpu_out'
+    assert gpu.page != cpu.page and gpu.clips == cpu.clips and gpu.seeds == cpu.seeds and gpu.rows == cpu.rows
+    small, large = (dora_main.get_xp([f'solver={preset.solver}']).cfg.transformer_lm for preset in (cpu, gpu))
+    assert large.dim > small.dim and large.num_layers > small.num_layers
+    assert preset_for('demo', 'cuda') == preset_for('demo', 'cpu')
+    xp = [f"solver={preset_for('demo', 'cpu').solver}"]
     assert dora_main.get_xp(xp + ['device=cuda']).sig == dora_main.get_xp(xp).sig
     assert dora_main.get_xp(xp + ['device=cuda']).cfg.device == 'cuda'
 
@@ -224,10 +227,10 @@ def test_device_is_resolved_before_any_work_and_reproduce_is_scaled_up_on_cuda(t
 
 
 def test_a_run_with_its_own_rows_or_folder_leaves_the_presets_results_page_alone(tmp_path, capsys):
-    """docs/results.md holds `make reproduce`'s own run: a replication with other rows or another --out
+    """results/reproduce.md holds `make reproduce`'s own run: a replication with other rows or another --out
     (here stopped at once by a missing codec) says it will not write that page, unless --results-md asks."""
-    from rr_audiocraft.demo import main as demo_main
-    page = REPO_ROOT / 'docs' / 'results.md'
+    from rr_audiocraft.demo.__main__ import main as demo_main
+    page = REPO_ROOT / 'results' / 'reproduce.md'
     before = page.read_bytes()
     common = ['--preset', 'reproduce', '--device', 'cpu', '--codec', str(tmp_path / 'no_codec'),
               '--data', str(tmp_path / 'bench')]
@@ -241,30 +244,20 @@ def test_a_run_with_its_own_rows_or_folder_leaves_the_presets_results_page_alone
     assert page.read_bytes() == before
 
 
-def test_a_rewritten_results_page_keeps_what_was_written_below_its_table(tmp_path, capsys):
-    """A rerun replaces the demo's table and keeps the reading written under it; a page the demo did not
-    make is kept whole beside the new one. docs/results.md carries the marker, so `make reproduce` keeps
-    its hand-written reading."""
-    from rr_audiocraft.demo import PAGE_MARKER, write_results_page
-    page = tmp_path / 'results.md'
-    write_results_page(page, '# Table\n\nrun 1\n')
-    assert page.read_text() == '# Table\n\nrun 1\n\n' + PAGE_MARKER + '\n'
-    page.write_text(page.read_text() + '\n## Reading\n\nRR did nothing here.\n')
-    write_results_page(page, '# Table\n\nrun 2\n')
-    text = page.read_text()
-    assert 'run 1' not in text and text.startswith('# Table\n\nrun 2\n\n' + PAGE_MARKER)
-    assert text.endswith('\n## Reading\n\nRR did nothing here.\n') and text.count(PAGE_MARKER) == 1
-    assert 'kept the 3 lines below its marker' in capsys.readouterr().out
-    assert not list(tmp_path.glob('*.tmp'))
-
-    other = tmp_path / 'notes.md'
-    other.write_text('# My own notes\n')
-    write_results_page(other, '# Table\n')
-    assert (tmp_path / 'notes.previous.md').read_text() == '# My own notes\n'
-    assert other.read_text() == '# Table\n\n' + PAGE_MARKER + '\n'
-    assert 'notes.previous.md' in capsys.readouterr().out
-    shipped = (REPO_ROOT / 'docs' / 'results.md').read_text()
-    assert shipped.count(PAGE_MARKER) == 1 and '## Reading this run' in shipped.split(PAGE_MARKER)[1]
+def test_a_results_page_is_written_whole_and_the_reading_lives_apart(tmp_path):
+    """A rerun replaces a generated page whole, in one rename (no half page, no leftover); the hand-written
+    reading (docs/results.md) is its own file and links to the generated ones."""
+    from rr_audiocraft.demo.report import write_page
+    page = tmp_path / 'results' / 'reproduce.md'
+    write_page(page, '# Table\n\nrun 1\n')
+    assert page.read_text() == '# Table\n\nrun 1\n'
+    write_page(page, '# Table\n\nrun 2')
+    assert page.read_text() == '# Table\n\nrun 2\n' and [p.name for p in page.parent.iterdir()] == ['reproduce.md']
+    generated = (REPO_ROOT / 'results' / 'reproduce.md').read_text()
+    assert generated.startswith('# Miniature Table 1') and 'Written whole by' in generated
+    assert (REPO_ROOT / 'results' / 'reproduce.png').is_file()
+    reading = (REPO_ROOT / 'docs' / 'results.md').read_text()
+    assert '](../results/reproduce.md)' in reading and '## Reading this run' in reading
 
 
 def test_the_shuffled_floor_is_the_expectation_over_every_other_caption_not_one_draw():
@@ -272,7 +265,7 @@ def test_the_shuffled_floor_is_the_expectation_over_every_other_caption_not_one_
     exactly, its count acc is the chance that another caption asks the same count, sum n_c(n_c-1) / N(N-1),
     whatever the order of the clips; one derangement would give any of several values."""
     import random
-    from rr_audiocraft.demo import shuffled_floor
+    from rr_audiocraft.demo.scale import shuffled_floor
     counts = [1, 1, 1, 2, 2, 3, 3, 3, 3, 2]
     sources = ['bell', 'beep', 'clap', 'bell', 'whistle', 'pluck', 'bell', 'beep', 'clap', 'pluck']
     truths = [{'sources': [src], 'count': c, 'relation': 'single'} for src, c in zip(sources, counts)]
@@ -297,9 +290,11 @@ def test_rows_chosen_on_the_command_line_are_parsed_or_refused_before_any_work(t
     """`--rows` trains a chosen subset of Table 1 (e.g. a replication of two rows against the baseline):
     POOL/CFG/λ items become the grid's (pooling, CFG ratio, λ) rows; a malformed set stops the demo with
     one line naming the row, before the codec is checked or a benchmark written."""
-    from rr_audiocraft.demo import parse_rows
-    assert parse_rows('none/0.1/0,max/0.1/3,average/0.1/3') == [(None, 0.1, 0.), ('max', 0.1, 3.), ('average', 0.1, 3.)]
-    assert parse_rows('max/0.2/3, -/0.1/0') == [('max', 0.2, 3.), (None, 0.1, 0.)]
+    from rr_audiocraft.table1 import Row, parse_rows
+    assert parse_rows('none/0.1/0,max/0.1/3,average/0.1/3') == [Row(None, 0.1, 0.), Row('max', 0.1, 3.),
+                                                                 Row('average', 0.1, 3.)]
+    assert parse_rows('max/0.2/3, –/0.1/0') == [Row('max', 0.2, 3.), Row(None, 0.1, 0.)]
+    assert [Row.parse(row.label) for row in parse_rows('none/0.1/0,max/0.2/3')] == parse_rows('none/0.1/0,max/0.2/3')
     for bad, message in [('max/0.1/3', 'must include the baseline none/0.1/0'),
                          ('none/0.1/0,max/0.1', "'max/0.1' is not POOL/CFG/LAMBDA"),
                          ('none/0.1/0,mean/0.1/3', "pooling must be max, average or none"),
@@ -320,7 +315,7 @@ def test_combine_pools_runs_of_other_benchmarks_over_all_their_captions(tmp_path
     of all their clips together, compared with the baseline as one paired set; rows missing from a run
     are left out and named; the same benchmark twice, different codecs or a missing baseline are refused."""
     import numpy as np
-    from rr_audiocraft.demo import combine_results
+    from rr_audiocraft.metrics.summary import combine_results
     from rr_audiocraft.metrics.judge.scores import OUTCOME_KEYS
     rng = np.random.default_rng(0)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, run_dora, xp_dir
+from rr_audiocraft.table1 import Row
 
 ANSI = re.compile(r'\x1b\[[0-9;]*m')
 GRID_LOCAL = [sys.executable, '-m', 'rr_audiocraft.grid_local']
@@ -34,10 +35,9 @@ def explore(name: str) -> tp.Tuple[tp.List[tp.Any], tp.Dict[str, tp.Any]]:
     return list(herd.sheeps.values()), herd.slurm_configs
 
 
-def setting(cfg: tp.Any) -> tp.Tuple[tp.Optional[str], float, float]:
-    """(pooling, CFG ratio, λ) of an XP as Table 1 writes it (None: no RR)."""
-    weight = float(cfg.rr.weight)
-    return (cfg.rr.pooling if weight > 0 else None, float(cfg.classifier_free_guidance.training_dropout), weight)
+def setting(cfg: tp.Any) -> Row:
+    """The Table 1 row of an XP."""
+    return Row.from_cfg(cfg)
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def tiny_env(monkeypatch):
 
 
 def test_dora_grid_rr_ablation_dry_run_lists_table1_as_nine_xps():
-    from dora_grids.rr_ablation import TABLE1
+    from rr_audiocraft.table1 import TABLE1
     from rr_audiocraft.train import main
     out = ANSI.sub('', run_dora('grid', 'rr_ablation', '--dry_run', '--init', timeout=900).stdout)
     rows = [line.split('|') for line in out.splitlines() if re.match(r'^\d+\s', line)]
@@ -56,7 +56,8 @@ def test_dora_grid_rr_ablation_dry_run_lists_table1_as_nine_xps():
     sigs = [re.findall(r'\b[0-9a-f]{8}\b', row[0])[-1] for row in rows]
     assert len(set(sigs)) == 9, out
     # The explorer's (pool, CFG, λ) columns, in Table 1's order.
-    assert [tuple(row[1].split()) for row in rows] == [(p or '–', f'{c:.2f}', f'{w:.0f}') for p, c, w in TABLE1]
+    assert [tuple(line[1].split()) for line in rows] == [(row.pool, f'{row.cfg:.2f}', f'{row.weight:.0f}')
+                                                         for row in TABLE1]
     for sig in sigs:  # --init registered each XP: `dora run -f SIG` can run it
         assert (xp_dir(sig) / '.argv.json').is_file()
     # Row 1 is the recipe itself: `dora run solver=rr_audiogen/audiogen_300m` is the same XP.
@@ -65,14 +66,14 @@ def test_dora_grid_rr_ablation_dry_run_lists_table1_as_nine_xps():
 
 @pytest.mark.parametrize('name, solver, settings', [
     ('rr_ablation', 'rr_audiogen', None),
-    ('rr_audiogen', 'rr_audiogen', [(None, 0.1, 0.), ('max', 0.1, 3.)]),
-    ('rr_musicgen', 'rr_musicgen', [(None, 0.1, 0.), ('max', 0.1, 3.)]),
+    ('rr_audiogen', 'rr_audiogen', [Row(None, 0.1, 0.), Row('max', 0.1, 3.)]),
+    ('rr_musicgen', 'rr_musicgen', [Row(None, 0.1, 0.), Row('max', 0.1, 3.)]),
 ])
 def test_recipe_grids_have_their_settings_on_16_gpus(name, solver, settings):
-    from dora_grids.rr_ablation import TABLE1
+    from rr_audiocraft.table1 import TABLE1
     sheeps, slurm = explore(name)
     cfgs = [sheep.xp.cfg for sheep in sheeps]
-    assert [setting(cfg) for cfg in cfgs] == (settings or TABLE1)
+    assert [setting(cfg) for cfg in cfgs] == list(settings or TABLE1)
     assert len({sheep.xp.sig for sheep in sheeps}) == len(sheeps)
     for sheep, cfg in zip(sheeps, cfgs):
         assert cfg.solver == solver and cfg.fsdp.use and cfg.optim.epochs * cfg.optim.updates_per_epoch == 100_000
@@ -81,7 +82,7 @@ def test_recipe_grids_have_their_settings_on_16_gpus(name, solver, settings):
 
 
 def test_tiny_grid_default_trains_on_the_shipped_codec_lambda_0_vs_3_over_three_seeds(tiny_env, tiny_data):
-    from rr_audiocraft.codec import asset_reference
+    from rr_audiocraft.assets import asset_reference
     tiny_env.setenv('RR_TINY_DATA', str(tiny_data))
     sheeps, _ = explore('rr_ablation_tiny')
     lms = [sheep.xp for sheep in sheeps]
@@ -91,11 +92,11 @@ def test_tiny_grid_default_trains_on_the_shipped_codec_lambda_0_vs_3_over_three_
         assert xp.cfg.compression_model_checkpoint == asset_reference()
         assert xp.cfg.datasource.train == f'{tiny_data.resolve()}/egs/train'
     assert [(xp.cfg.seed, setting(xp.cfg)) for xp in lms] == [
-        (seed, row) for seed in (0, 1, 2) for row in [(None, 0.1, 0.), ('max', 0.1, 3.)]]
+        (seed, row) for seed in (0, 1, 2) for row in [Row(None, 0.1, 0.), Row('max', 0.1, 3.)]]
 
 
 def test_tiny_grid_full_mode_and_settings_from_the_environment(tiny_env, tiny_data):
-    from dora_grids.rr_ablation import TABLE1
+    from rr_audiocraft.table1 import TABLE1
     tiny_env.setenv('RR_TINY_DATA', str(tiny_data))
     tiny_env.setenv('RR_TINY_FULL', '1')
     tiny_env.setenv('RR_TINY_SEEDS', '5')
@@ -104,7 +105,7 @@ def test_tiny_grid_full_mode_and_settings_from_the_environment(tiny_env, tiny_da
     tiny_env.setenv('RR_TINY_OVERRIDES', 'optim.updates_per_epoch=3')
     sheeps, _ = explore('rr_ablation_tiny')
     cfgs = [sheep.xp.cfg for sheep in sheeps]
-    assert [setting(cfg) for cfg in cfgs] == TABLE1
+    assert [setting(cfg) for cfg in cfgs] == list(TABLE1)
     assert len({sheep.xp.sig for sheep in sheeps}) == 9
     for cfg in cfgs:
         assert cfg.compression_model_checkpoint == '//sig/abcdef12'
@@ -153,7 +154,7 @@ def test_dora_grid_with_no_slurm_reachable_submits_nothing_and_says_why(tiny_env
 def test_tiny_grid_from_arguments_is_the_grid_the_environment_describes(tiny_env, tiny_data):
     """`TinyGrid(...)` (what the demo builds, no environment) and the `dora grid` shim reading the same
     settings from RR_TINY_* give the same XPs; `grid_local.register` of it returns them in grid order."""
-    from dora_grids.rr_ablation import TABLE1
+    from rr_audiocraft.table1 import TABLE1
     from dora_grids.rr_ablation_tiny import TinyGrid
     from rr_audiocraft.grid_local import register
     from rr_audiocraft.train import main

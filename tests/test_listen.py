@@ -368,7 +368,7 @@ def test_prepare_from_models_generates_with_the_project_loader(tmp_path, capsys,
 
 def test_demo_study_from_the_demo_sample_folders(tmp_path, capsys):
     # The demo's layout: samples/<row>/seed<k>/<reference stem>.wav, captions from the test split's sidecars.
-    from rr_audiocraft.listen.demo_study import prepare_demo_study
+    from rr_audiocraft.demo.study import prepare_demo_study
     truths = [{'description': f'caption {i}', 'name': f'{i:03d}'} for i in range(25)]
     runs = []
     for row, frequency in ((['–', 0.1, 0.0], 200.0), (['max', 0.1, 3.0], 400.0)):

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 SESSION_DIR = Path(os.environ.get('RR_CLUSTER_TEST_DIR') or tempfile.mkdtemp(prefix='rr_cluster_tests_'))
-# Read by rr_audiocraft at import and passed on to the jobs (sbatch exports the submitting environment).
+# Read by rr_audiocraft.environment.configure (in every entry point) and passed on to the jobs (sbatch exports the
+# submitting environment).
 os.environ['AUDIOCRAFT_DORA_DIR'] = str(SESSION_DIR / 'dora')
 os.environ['AUDIOCRAFT_TEAM'] = 'local'  # config/teams/local.yaml: the `debug` partition of `make slurm-up`
 os.environ.setdefault('PYTHONWARNINGS', 'ignore')

@@ -5,6 +5,7 @@ import sys
 import typing as tp
 from pathlib import Path
 
+from ..environment import configure
 from .study import DEFAULT_QUESTION, GENERATED_DIR, Study, StudyError, read_prompts_file, prepare_study
 
 
@@ -102,6 +103,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
+    configure()
     try:
         if args.command == 'prepare':
             if bool(args.system) == bool(args.from_models):

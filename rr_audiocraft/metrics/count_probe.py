@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..data import synth
+from ..environment import configure
 
 CLIPS_PER_BATCH = 16  # x MAX_COUNT caption variants per forward pass
 
@@ -149,6 +150,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     parser.add_argument('--clips', type=int, default=None, help="the split's first N clips (default: all)")
     parser.add_argument('--json', type=Path, default=None, help="also write the results as a JSON list")
     args = parser.parse_args(argv)
+    configure()
     from ..models.loaders import resolve_checkpoint
     try:  # every name and the benchmark checked before the first LM is scored
         for name in args.models:

@@ -17,7 +17,6 @@ a Dora signature `//sig/SIG`, a local path (exported folder, XP folder, or check
 alias, a Hugging Face repo id `owner/name`. When nothing matches, `ModelNotFoundError` lists each try.
 """
 import logging
-import os
 import re
 import typing as tp
 from dataclasses import dataclass
@@ -33,8 +32,9 @@ from audiocraft.models import builders as stock_builders
 from audiocraft.models.encodec import CompressionModel
 from audiocraft.models.loaders import _delete_param, get_audiocraft_cache_dir
 
-from ..codec import verify_compression_reference
+from ..assets import verify_compression_reference
 from ..checkpoint import load_checkpoint
+from ..environment import dora_dir, register_resolvers
 from .builders import get_rr_lm_model
 from .lm import RRLMModel
 
@@ -84,8 +84,7 @@ def default_device(device: tp.Optional[tp.Union[str, torch.device]] = None) -> s
 
 def dora_xps_dir() -> Path:
     """The folder holding Dora XPs: `$AUDIOCRAFT_DORA_DIR/xps` (read at call time)."""
-    # rr_audiocraft/__init__ defaults AUDIOCRAFT_DORA_DIR to <checkout>/outputs.
-    return Path(os.environ['AUDIOCRAFT_DORA_DIR']) / 'xps'
+    return dora_dir() / 'xps'
 
 
 def _sig_checkpoint(sig_name: str) -> Path:
@@ -219,6 +218,7 @@ def xp_config_from_package(package: dict, source: tp.Any = 'checkpoint') -> omeg
     """The XP config of a package (a DictConfig in XP checkpoints, a YAML string once exported)."""
     if 'xp.cfg' not in package:
         raise ValueError(f"{source} carries no XP config ('xp.cfg'): not an AudioCraft checkpoint")
+    register_resolvers()  # the config may name the shipped codec as ${rr_asset:NAME}
     return OmegaConf.create(package['xp.cfg'])
 
 

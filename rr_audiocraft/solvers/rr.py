@@ -42,7 +42,7 @@ from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout
 from audiocraft.solvers.audiogen import AudioGenSolver
 from audiocraft.solvers.musicgen import MusicGenSolver
 
-from ..codec import verify_compression_reference
+from ..assets import verify_compression_reference
 from ..data.mixing import MarkRecurringCaptions, caption_recurs
 from ..data.token_cache import CacheableInfos, InfoBatchLoader, allow_cached_infos
 from ..data.validate import validate_datasets
