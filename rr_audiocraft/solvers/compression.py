@@ -3,7 +3,7 @@
 An RVQ initialises its codebooks by k-means on the first batch it sees. From a cold start that
 batch comes out of a random encoder, and a small codec then trains for thousands of steps at the
 noise floor (on this benchmark: relative MSE 0.91 after 5000 steps, against 0.28 after 1000
-warm-up steps + 1500 with RVQ; docs/tiny-encodec.md). RAVE trains its autoencoder first and turns
+warm-up steps + 1500 with RVQ; docs/notes/tiny-encodec.md). RAVE trains its autoencoder first and turns
 the quantizer on later (`warmup_quantize`); this solver does the same: for the first
 `quantizer_warmup_epochs` epochs (train and valid) the model runs with stock AudioCraft's
 `DummyQuantizer` in place of its RVQ, so the codebooks are k-means-initialised on the first
