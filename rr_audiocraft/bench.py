@@ -59,6 +59,7 @@ from . import configured  # noqa: F401  (first: the process set-up AudioCraft ne
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import logging
 import os
@@ -416,8 +417,8 @@ def bench_steps(size: str, data_dir: Path, compression_checkpoint: str, args) ->
                     encode = [timed(lambda: text_representation(conditioner, captions), args.device)
                               for _ in range(repeats)]
                     with torch.no_grad():
-                        encode_nulled = [timed(lambda: type(conditioner).forward(conditioner, nulled), args.device)
-                                         for _ in range(repeats)]
+                        encode_nulled = [timed(functools.partial(type(conditioner).forward, conditioner, nulled),
+                                               args.device) for _ in range(repeats)]
                     for key, values in [('text_encoder_pass', encode), ('nulled_text_encoder_pass', encode_nulled)]:
                         row[f'{key}_s'] = statistics.median(t.wall_s for t in values)
                         row[f'{key}_cpu_s'] = statistics.median(t.cpu_s for t in values)
@@ -473,17 +474,18 @@ def bench_caption_cache(data_dir: Path, compression_checkpoint: str, args) -> tp
 def bench_rr_loss(batches: tp.Sequence[int], widths: tp.Sequence[int], rounds: int, device: str) -> tp.List[dict]:
     """`rr_loss` forward + backward alone on pooled [B, w] text and audio representations."""
     from .regularization import rr_loss
+
+    def forward_backward(text: torch.Tensor, audio: torch.Tensor) -> None:
+        rr_loss(text, audio).backward()
+        audio.grad = None  # every call starts from no gradient
+
     rows = []
     generator = torch.Generator().manual_seed(0)
     for batch in batches:
         for width in widths:
             text = torch.randn(batch, width, generator=generator).to(device)
             audio = torch.randn(batch, width, generator=generator).to(device).requires_grad_()
-
-            def once():
-                rr_loss(text, audio).backward()
-                audio.grad = None
-
+            once = functools.partial(forward_backward, text, audio)
             once()  # warm-up
             times = [timed(once, device).wall_s for _ in range(rounds)]
             rows.append({'batch_size': batch, 'width': width, 'time_s': statistics.median(times),
