@@ -9,7 +9,6 @@ import typing as tp
 
 import torch
 import torch.distributed
-import torch.distributed.nn.functional as dist_fn
 
 POOLING_MODES = ('max', 'average')
 # Norms below this are treated as zero vectors: their cosine similarity with anything is 0, not NaN.
@@ -122,4 +121,27 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         return x
     if torch.distributed.get_world_size() == 1:
         return x
-    return torch.cat(dist_fn.all_gather(x.contiguous()), dim=0)
+    return _GatherWithGrad.apply(x)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """`gather_with_grad` on the default process group, looked up at each call.
+
+    Not `torch.distributed.nn.functional.all_gather`: that module binds the default group as a default argument
+    when it is imported, so imported after `init_process_group` it keeps the group alive past
+    `destroy_process_group`, and with it the gloo worker threads (see `rr_audiocraft.distrib`).
+    """
+    @staticmethod
+    def forward(ctx: tp.Any, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather(parts, x)
+        ctx.rows = slice(torch.distributed.get_rank() * x.shape[0], (torch.distributed.get_rank() + 1) * x.shape[0])
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: tp.Any, grad: torch.Tensor) -> torch.Tensor:
+        # Every rank's loss reads every slice: this rank's slice gets the sum of all ranks' gradients for it.
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(grad)
+        return grad[ctx.rows]

@@ -27,6 +27,7 @@ from audiocraft.utils.cluster import get_slurm_parameters
 from .assets import AssetError
 from .checkpoint import allow_audiocraft_checkpoints
 from .data.validate import DatasetError
+from .distrib import leaves_process_group
 from .environment import bind_dora_main
 from .evaluation import EvaluationAssetError
 from .settings import CheckpointMismatchError, ConfigError, split_batches_over_ranks
@@ -87,8 +88,9 @@ def refuse(error: Exception) -> tp.NoReturn:
     sys.exit(STARTUP_ERROR_STATUS)
 
 
-@hydra_main(config_path='../config', config_name='train', version_base='1.1')
-def main(cfg: omegaconf.DictConfig) -> tp.Any:
+@leaves_process_group  # a multi-rank run frees its gloo group before the interpreter exits
+def run_xp(cfg: omegaconf.DictConfig) -> tp.Any:
+    """One XP on this rank: `main`'s work (a plain function: Hydra and Dora inspect the function they decorate)."""
     stock_train.init_seed_and_system(cfg)
     log_name = '%s.log.{rank}' % cfg.execute_only if cfg.execute_only else 'solver.log.{rank}'
     flashy.setup_logging(level=str(cfg.logging.level).upper(), log_name=log_name)
@@ -110,6 +112,11 @@ def main(cfg: omegaconf.DictConfig) -> tp.Any:
         return solver.run()
     except RESTORE_ERRORS as error:
         refuse(error)
+
+
+@hydra_main(config_path='../config', config_name='train', version_base='1.1')
+def main(cfg: omegaconf.DictConfig) -> tp.Any:
+    return run_xp(cfg)
 
 
 bind_dora_main(main)
