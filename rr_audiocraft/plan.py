@@ -324,7 +324,8 @@ def measure_saved_bytes(lm: torch.nn.Module, batch: int, frames: int, mode: str)
             loss, logits = training_forward(lm, batch, frames, mode)
     finally:
         hook.remove()
-    del loss, held
+    held.clear()
+    del loss
     return {'saved': float(sum(saved.values())), 'layer_input': float(layer_inputs[0]),
             'logits': float(logits.numel() * logits.element_size())}
 

@@ -58,7 +58,7 @@ echo "[install] rr-audiocraft (editable)"
 $PIP install --no-deps --no-build-isolation -e .
 
 "$VENV/bin/python" - <<'PY'
-import rr_audiocraft  # first: it drops xformers' "reinstall" advice, which cannot apply on a CPU-only machine
+import rr_audiocraft.configured  # first: the set-up drops xformers' "reinstall" advice, which cannot apply on a CPU-only machine
 import torch, audiocraft, torchaudio, xformers, spacy, transformers, dora, flashy, flask, selenium
 assert not torch.version.cuda, "a CUDA torch was installed"
 import audiocraft.solvers, audiocraft.models  # noqa
