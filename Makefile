@@ -4,7 +4,7 @@ export PYTHONWARNINGS ?= ignore::UserWarning
 # Where demo and reproduce train and generate: auto is CUDA when torch sees a GPU, else the CPU.
 DEVICE ?= auto
 
-.PHONY: install codec judge demo reproduce test test-stock test-cluster slurm-up slurm-down bench grid-local clean
+.PHONY: install codec judge demo reproduce lint test test-stock test-cluster slurm-up slurm-down bench grid-local clean
 
 install:  ## build .venv/ (CPU torch, stock AudioCraft 1.3.0 editable, ffmpeg, this package)
 	bash scripts/install.sh
@@ -23,6 +23,9 @@ demo: install  ## the embedded default: miniature Table 1, offline, into demo_ou
 reproduce: install  ## all nine Table 1 rows x 3 seeds on 200 test captions, ~1.7 h on 2 cores (102 min measured), resumable; writes reproduce_out/ and results/reproduce.md (on a GPU: scaled up, reproduce_gpu_out/ and results/reproduce-gpu.md; DEVICE=cpu keeps the 2-core run)
 	$(PY) -m rr_audiocraft.recipes.codec verify
 	$(PY) -m rr_audiocraft.demo --preset reproduce --device $(DEVICE)
+
+lint: install  ## ruff: pyflakes, pycodestyle at 120 columns, bugbear (config in pyproject.toml)
+	$(PY) -m ruff check .
 
 test: install  ## the test suite (CPU; CI runs this)
 	$(PY) -m pytest -q tests

@@ -66,7 +66,7 @@ class RRExplorer(BaseExplorer):
         parts['train']['epoch'] = f"{len(history)}/{cfg.optim.epochs}"
         found: tp.Dict[str, float] = {}
         for epoch in history:
-            for stage, values in epoch.items():
+            for _stage, values in epoch.items():
                 if not isinstance(values, dict):
                     continue
                 for key, name, _ in self.eval_metrics:

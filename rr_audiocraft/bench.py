@@ -25,11 +25,12 @@ median of the per-round ratios RR/stock (each round's steps ran back to back), w
 beside the plain medians. On CFG steps the RR variants of `CFG_VARIANTS` run in the same rounds (the
 order rotates), each an RR solver built with config switches: `rr_cold` (`rr.text_cache=0`: a
 caption's first sight) and, with `--before-after`, `rr_before` (also `rr.skip_nulled_text_pass=false`:
-the nulled captions encoded as in stock, as before the CFG-step optimisations). Each step is timed in wall time (`perf_counter`) and, on CPU, in CPU time of this
-process (`process_time`, all its threads): on a shared machine other processes' load inflates wall time
-far more than CPU time, so the CPU ratio is the steadier one. Both models keep training as they are
-timed: a step's cost does not depend on the weights' values. `--threads` defaults to 1: two OpenMP
-threads per process on an oversubscribed 2-core machine stall each other.
+the nulled captions encoded as in stock, as before the CFG-step optimisations). Each step is timed in
+wall time (`perf_counter`) and, on CPU, in CPU time of this process (`process_time`, all its threads):
+on a shared machine other processes' load inflates wall time far more than CPU time, so the CPU ratio is
+the steadier one. Both models keep training as they are timed: a step's cost does not depend on the
+weights' values. `--threads` defaults to 1: two OpenMP threads per process on an oversubscribed 2-core
+machine stall each other.
 
 Peak memory, what it means: on CPU, the peak of the bytes held by torch's CPU allocator during one
 step, above what was held when the step started (model, optimizer state and batch are already there;
@@ -315,7 +316,7 @@ class Comparison:
 
 def compare(stock: tp.List[float], other: tp.List[float]) -> Comparison:
     """Compare the values of the same rounds (round i of `other` against round i of `stock`)."""
-    per_round = [o / s for o, s in zip(other, stock)]
+    per_round = [o / s for o, s in zip(other, stock, strict=True)]
     return Comparison(statistics.median(stock), statistics.median(other), statistics.median(per_round),
                       statistics.median(other) / statistics.median(stock), _quartiles(per_round))
 
@@ -374,7 +375,7 @@ def bench_steps(size: str, data_dir: Path, compression_checkpoint: str, args) ->
                 if phase == 'cfg':
                     # RR variants in the same rounds (config switches, `CFG_VARIANTS`): captions not cached
                     # yet, and (--before-after) without the CFG-step optimisations at all.
-                    for name, solver in zip(variants, variant_solvers):
+                    for name, solver in zip(variants, variant_solvers, strict=True):
                         solver.model.cfg_dropout.p = p
                         solver.model.train()
                         steps[name] = lambda s=solver: _step(s, batch)
@@ -436,9 +437,11 @@ def bench_caption_cache(data_dir: Path, compression_checkpoint: str, args) -> tp
     overrides = [
         'solver=rr_audiogen/tiny', f'compression_model_checkpoint={compression_checkpoint}',
         *datasource_overrides(data_dir), f'device={args.device}', f'num_threads={args.threads}',
-        f'transformer_lm.card={lm["card"]}', f'dataset.batch_size={loaded}', f'dataset.segment_duration={args.duration}',
+        f'transformer_lm.card={lm["card"]}', f'dataset.batch_size={loaded}',
+        f'dataset.segment_duration={args.duration}',
         '+dataset.train.aug_p=0.5', '+dataset.train.mix_p=0.5', f'dataset.train.num_samples={loaded * updates}',
-        f'optim.updates_per_epoch={updates}', 'classifier_free_guidance.training_dropout=0.5', f'rr.weight={args.weight}',
+        f'optim.updates_per_epoch={updates}', 'classifier_free_guidance.training_dropout=0.5',
+        f'rr.weight={args.weight}',
     ]
     from .train import get_solver
     xp = _compose(overrides)

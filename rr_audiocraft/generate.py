@@ -159,7 +159,7 @@ def generate(model: RRGenModelMixin, captions: tp.List[str], out_dir: Path,
         model.set_custom_progress_callback(None)  # type: ignore
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index, (caption, wav) in enumerate(zip(captions, wavs)):
+    for index, (caption, wav) in enumerate(zip(captions, wavs, strict=True)):
         stem = out_dir / file_stem(index, caption)
         paths.append(audio_write(stem, wav.cpu(), model.sample_rate, strategy='loudness',
                                  loudness_compressor=True))
@@ -277,7 +277,7 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
         'duration': duration, 'cfg_coef': args.cfg_coef, 'top_k': args.top_k, 'top_p': args.top_p,
         'temperature': args.temperature, 'seed': args.seed,
         'prompt': str(args.prompt) if args.prompt else None, 'prompt_duration': args.prompt_duration,
-        'samples': [{'caption': c, 'wav': p.name} for c, p in zip(args.captions, paths)],
+        'samples': [{'caption': c, 'wav': p.name} for c, p in zip(args.captions, paths, strict=True)],
     }
     (args.out / 'generations.json').write_text(json.dumps(settings, indent=2) + '\n')
     for path in paths:

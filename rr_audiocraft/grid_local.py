@@ -99,7 +99,7 @@ def format_table(main: tp.Any, explorer: tp.Any, sheeps: tp.Sequence[tp.Any], co
     import treetable as tt
     names, base_name = main.get_names([sheep.xp for sheep in sheeps])
     lines = []
-    for index, (sheep, name) in enumerate(zip(sheeps, names)):
+    for index, (sheep, name) in enumerate(zip(sheeps, names, strict=True)):
         history = main.get_xp_history(sheep.xp)
         line: tp.Dict[str, tp.Any] = {'Meta': {'index': index, 'name': name, 'state': xp_state(main, sheep),
                                                'sig': sheep.xp.sig, 'sid': ''}}

@@ -383,9 +383,9 @@ def fit_profile(measured: tp.Dict[tp.Tuple[int, int, int], tp.Dict[str, float]],
     const = {(layers, t): measured[layers, b2, t]['saved'] - b2 * per_sample[layers, t]
              for layers in MEASURE_LAYERS for t in MEASURE_FRAMES}
     per_layer_const = [(const[l2, t] - const[l1, t]) / (l2 - l1) for t in MEASURE_FRAMES]
-    base_const = [const[l1, t] - l1 * y for t, y in zip(MEASURE_FRAMES, per_layer_const)]
+    base_const = [const[l1, t] - l1 * y for t, y in zip(MEASURE_FRAMES, per_layer_const, strict=True)]
     layer = [(per_sample[l2, t] - per_sample[l1, t]) / (l2 - l1) for t in MEASURE_FRAMES]
-    base = [per_sample[l1, t] - l1 * y for t, y in zip(MEASURE_FRAMES, layer)]
+    base = [per_sample[l1, t] - l1 * y for t, y in zip(MEASURE_FRAMES, layer, strict=True)]
     inputs = [measured[l1, b2, t]['layer_input'] / b2 for t in MEASURE_FRAMES]
     logits = measured[l1, b2, MEASURE_FRAMES[-1]]['logits'] / (b2 * MEASURE_FRAMES[-1])
     return ActivationProfile(

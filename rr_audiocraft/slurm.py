@@ -40,8 +40,8 @@ def slurm_partitions() -> tp.Tuple[tp.Optional[tp.List[str]], tp.Optional[str]]:
     missing = [tool for tool in ('sinfo', 'sbatch', 'sacct') if shutil.which(tool) is None]
     if missing:
         return None, (f"Slurm is not reachable: {', '.join(missing)} not on PATH. On this machine `make slurm-up` "
-                      "starts a one-node cluster; without Slurm, `python -m rr_audiocraft.grid_local GRID` runs a grid's "
-                      "XPs one after the other")
+                      "starts a one-node cluster; without Slurm, `python -m rr_audiocraft.grid_local GRID` runs a "
+                      "grid's XPs one after the other")
     try:
         proc = subprocess.run(['sinfo', '--noheader', '--format=%R'], capture_output=True, text=True,
                               timeout=SINFO_TIMEOUT_S)

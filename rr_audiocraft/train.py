@@ -46,8 +46,8 @@ class AudioCraftConfigSearchPath(SearchPathPlugin):
 
 
 Plugins.instance().register(AudioCraftConfigSearchPath)
-# Start-up refusals (settings, a corrupted shipped codec, data, evaluation files): each is one message that says what to change, so
-# `main` prints it without a traceback and exits with this status.
+# Start-up refusals (settings, a corrupted shipped codec, data, evaluation files): each is one message that says what
+# to change, so `main` prints it without a traceback and exits with this status.
 STARTUP_ERRORS = (ConfigError, AssetError, DatasetError, EvaluationAssetError)
 STARTUP_ERROR_STATUS = 2
 # Refusals raised by `solver.restore`, which `solver.run` calls before its first epoch: weights from `continue_from`

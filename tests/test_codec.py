@@ -158,4 +158,5 @@ def test_make_codec_trains_both_stages_through_dora_and_exports_a_checked_asset(
     overrides = [override for override in codec.stage_overrides(data_dir, extra, None, codec.SOLVERS[0])
                  if not override.startswith('optim.epochs=')]
     proc = run_dora('run', *overrides, 'optim.epochs=2', 'quantizer_warmup_epochs=2', check=False)
-    assert proc.returncode != 0 and 'quantizer_warmup_epochs=2 must be a whole number of epochs in [0, optim.epochs=2)' in proc.stderr
+    assert proc.returncode != 0
+    assert 'quantizer_warmup_epochs=2 must be a whole number of epochs in [0, optim.epochs=2)' in proc.stderr

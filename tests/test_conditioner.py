@@ -92,7 +92,7 @@ def test_the_encoder_output_cache_skips_seen_captions_with_the_stock_values():
         ['a bell rings twice', 'a low hum'],  # one unseen caption: the stock pass, whole
         ['a low hum', 'a low hum'],
     ]
-    for batch, encoded in zip(batches, [True, False, False, True, False]):
+    for batch, encoded in zip(batches, [True, False, False, True, False], strict=True):
         before = len(passes)
         for conditioner in (stock, ours):
             conditioner.zero_grad()

@@ -19,14 +19,15 @@ def test_count_variants_change_only_the_count_and_keep_the_recorded_caption(tiny
     variants = synth.count_variants(tiny_data, 'valid')
     _, infos, _ = synth.load_clips(tiny_data / 'egs' / 'valid')
     assert len(variants) == len(infos) == synth.split_sizes(120)['valid']
-    for clip, info in zip(variants, infos):
+    for clip, info in zip(variants, infos, strict=True):
         assert clip[info['count']] == info['description']
         assert len(set(clip.values())) == synth.MAX_COUNT
         for count, caption in clip.items():
             named = {k for k, pattern in COUNT_PATTERNS.items() if re.search(pattern, caption.lower())}
             assert named == {count}, (count, caption)
             # Only the count phrase changes: the other words stay (a counted noun may lose its plural s).
-            assert all(word.rstrip('s') in caption.lower() for word in re.findall(r'[a-z]{5,}', info['description'].lower())
+            assert all(word.rstrip('s') in caption.lower()
+                       for word in re.findall(r'[a-z]{5,}', info['description'].lower())
                        if not re.fullmatch(r'twice|three|thrice|single|times', word)), (caption, info['description'])
 
 

@@ -46,7 +46,8 @@ def test_until_ceiling_writes_the_scale_of_a_fresh_benchmark(tmp_path):
     assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
     assert 'loaded' in full.stdout and 'fitting' not in full.stdout and 'synthesising' not in full.stdout
     results = json.loads((out / 'results.json').read_text())
-    assert [(row['pool'], row['lambda'], row['seeds']) for row in results['rows']] == [('–', 0., [0, 1]), ('max', 3., [0, 1])]
+    assert [(row['pool'], row['lambda'], row['seeds']) for row in results['rows']] == [('–', 0., [0, 1]),
+                                                                                        ('max', 3., [0, 1])]
     [versus] = results['vs_baseline']
     assert (versus['pool'], versus['lambda']) == ('max', 3.) and 0 <= versus['count_acc']['p_value'] <= 1
     references = sorted(path.stem for path in (data / 'test').glob('*.wav'))
@@ -87,7 +88,7 @@ def test_until_ceiling_writes_the_scale_of_a_fresh_benchmark(tmp_path):
     assert set(json.loads(judge_json.read_text())['metrics']['clip_outcomes']) == set(OUTCOME_KEYS)
     assert {path: path.stat().st_mtime_ns for path in samples} == samples
     rows = json.loads((out / 'results.json').read_text())['rows']
-    for row, before in zip(rows, results['rows']):
+    for row, before in zip(rows, results['rows'], strict=True):
         for key in ('source_f1', 'count_acc', 'count_slope'):
             assert set(row[key]) == {'mean', 'ci95'}
         # The samples on disk are 16-bit: a judge decision may flip on one of the 30 clips, no more.
@@ -234,12 +235,13 @@ def test_a_run_with_its_own_rows_or_folder_leaves_the_presets_results_page_alone
     before = page.read_bytes()
     common = ['--preset', 'reproduce', '--device', 'cpu', '--codec', str(tmp_path / 'no_codec'),
               '--data', str(tmp_path / 'bench')]
-    for extra in (['--out', str(tmp_path / 'out')], ['--rows', 'none/0.1/0,average/0.1/3', '--out', str(tmp_path / 'o2')]):
+    for extra in (['--out', str(tmp_path / 'out')],
+                  ['--rows', 'none/0.1/0,average/0.1/3', '--out', str(tmp_path / 'o2')]):
         code, out, err = run_cli(demo_main, common + extra, capsys)
         assert code not in (0, None) and 'error:' in str(code) + err + out
         assert f"not writing {page}" in out
-    code, out, err = run_cli(demo_main, common + ['--out', str(tmp_path / 'o3'), '--results-md', str(tmp_path / 'r.md')],
-                             capsys)
+    code, out, err = run_cli(demo_main,
+                             common + ['--out', str(tmp_path / 'o3'), '--results-md', str(tmp_path / 'r.md')], capsys)
     assert 'not writing' not in out
     assert page.read_bytes() == before
 
@@ -268,7 +270,7 @@ def test_the_shuffled_floor_is_the_expectation_over_every_other_caption_not_one_
     from rr_audiocraft.demo.scale import shuffled_floor
     counts = [1, 1, 1, 2, 2, 3, 3, 3, 3, 2]
     sources = ['bell', 'beep', 'clap', 'bell', 'whistle', 'pluck', 'bell', 'beep', 'clap', 'pluck']
-    truths = [{'sources': [src], 'count': c, 'relation': 'single'} for src, c in zip(sources, counts)]
+    truths = [{'sources': [src], 'count': c, 'relation': 'single'} for src, c in zip(sources, counts, strict=True)]
     predictions = [{'sources': t['sources'], 'count': t['count'], 'order': t['sources'], 'relation': 'single'}
                    for t in truths]
     floor = shuffled_floor(predictions, truths)

@@ -62,7 +62,7 @@ def test_each_xp_of_the_demo_composes_as_it_did_from_the_python_presets(tiny_dat
     old = scheduled(TinyGrid(solver='rr_audiogen/tiny', overrides=[*OLD_PRESETS[solver], 'device=cpu'], **common))
     new = scheduled(TinyGrid(solver=solver, overrides=['device=cpu'], **common))
     assert len(old) == len(new) == 2 + 2 * len(rows)
-    for before, after in zip(old, new):
+    for before, after in zip(old, new, strict=True):
         before_cfg = flat(OmegaConf.to_container(before.cfg, resolve=True))
         after_cfg = flat(OmegaConf.to_container(after.cfg, resolve=True))
         differ = {key for key in before_cfg.keys() | after_cfg.keys() if before_cfg.get(key) != after_cfg.get(key)}

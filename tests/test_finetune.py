@@ -248,7 +248,7 @@ def test_activation_checkpointing_gives_the_same_rr_and_gradients(finetune_overr
     assert plain['rr_steps'] == recomputed['rr_steps'] == 1.0 and plain['rr'] > 0
     assert recomputed['rr'] == pytest.approx(plain['rr'], rel=1e-6, abs=0)
     assert len(plain_grads) == len(recomputed_grads) == 2 and list(plain_grads[0]) == list(recomputed_grads[0])
-    for ours, reference in zip(recomputed_grads, plain_grads):
+    for ours, reference in zip(recomputed_grads, plain_grads, strict=True):
         for name, grad in reference.items():
             torch.testing.assert_close(ours[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 

@@ -59,7 +59,7 @@ def test_fsdp_on_two_cpu_ranks_trains_like_the_run_without_it(two_rank_xps):
     assert two_rank_xps['ddp'] != two_rank_xps['fsdp']
     assert (xp_dir(two_rank_xps['fsdp']) / 'checkpoint.th.1').exists()
     assert not (xp_dir(two_rank_xps['ddp']) / 'checkpoint.th.1').exists()
-    for ours, theirs in zip(fsdp, ddp):
+    for ours, theirs in zip(fsdp, ddp, strict=True):
         assert ours['train']['rr_steps'] == theirs['train']['rr_steps'] == 0.5  # RR acted on 2 of the 4 steps
         for stage, key in [('train', 'ce'), ('train', 'rr'), ('valid', 'ce'), ('valid', 'rr')]:
             value, reference = ours[stage][key], theirs[stage][key]
@@ -124,5 +124,5 @@ def test_every_cpu_fsdp_problem_is_named(overrides, expected):
     from rr_audiocraft.train import main
     problems = cpu_fsdp_problems(main.get_xp(['solver=rr_audiogen/tiny', *overrides]).cfg)
     assert len(problems) == len(expected)
-    for problem, start in zip(problems, expected):
+    for problem, start in zip(problems, expected, strict=True):
         assert start in problem

@@ -75,7 +75,7 @@ def test_recipe_grids_have_their_settings_on_16_gpus(name, solver, settings):
     cfgs = [sheep.xp.cfg for sheep in sheeps]
     assert [setting(cfg) for cfg in cfgs] == list(settings or TABLE1)
     assert len({sheep.xp.sig for sheep in sheeps}) == len(sheeps)
-    for sheep, cfg in zip(sheeps, cfgs):
+    for sheep, cfg in zip(sheeps, cfgs, strict=True):
         assert cfg.solver == solver and cfg.fsdp.use and cfg.optim.epochs * cfg.optim.updates_per_epoch == 100_000
         assert slurm[sheep.xp.sig].gpus == 16
         assert cfg.dataset.batch_size % slurm[sheep.xp.sig].gpus == 0  # whole per-GPU batches
@@ -143,7 +143,8 @@ def test_dora_grid_with_no_slurm_reachable_submits_nothing_and_says_why(tiny_env
     message = proc.stderr[proc.stderr.index('dora grid: nothing was submitted'):]
     assert message.splitlines()[1:] == [
         "  - Slurm is not reachable: sinfo, sbatch, sacct not on PATH. On this machine `make slurm-up` starts a "
-        "one-node cluster; without Slurm, `python -m rr_audiocraft.grid_local GRID` runs a grid's XPs one after the other",
+        "one-node cluster; without Slurm, `python -m rr_audiocraft.grid_local GRID` runs a grid's XPs one after "
+        "the other",
         f"  - XP {message.split('XP ')[1].split()[0]} (rr_audiogen, seed 0), 2 ranks: "
         "rr.weight=3.0 needs at least 2 samples per step to form pairs, but dataset.batch_size=2 over 2 rank(s) "
         "gives 1 per rank; raise dataset.batch_size, set rr.gather=true or set rr.weight=0"]
@@ -166,8 +167,9 @@ def test_tiny_grid_from_arguments_is_the_grid_the_environment_describes(tiny_env
     assert all(sheep.xp.cfg.compression_model_checkpoint == '//sig/abcdef12' for sheep in sheeps)
     assert all((sheep.xp.cfg.optim.epochs, sheep.xp.cfg.optim.updates_per_epoch) == (3, 3) for sheep in sheeps)
     assert 'RR_TINY_DATA' not in os.environ  # nothing was passed through the environment
-    for name, value in (('RR_TINY_DATA', str(tiny_data)), ('RR_TINY_COMPRESSION', 'abcdef12'), ('RR_TINY_SEEDS', '4,5'),
-                        ('RR_TINY_FULL', '1'), ('RR_TINY_EPOCHS', '3'), ('RR_TINY_OVERRIDES', 'optim.updates_per_epoch=3')):
+    for name, value in (('RR_TINY_DATA', str(tiny_data)), ('RR_TINY_COMPRESSION', 'abcdef12'),
+                        ('RR_TINY_SEEDS', '4,5'), ('RR_TINY_FULL', '1'), ('RR_TINY_EPOCHS', '3'),
+                        ('RR_TINY_OVERRIDES', 'optim.updates_per_epoch=3')):
         tiny_env.setenv(name, value)
     from_env, _ = explore('rr_ablation_tiny')
     assert [sheep.xp.sig for sheep in sheeps] == [

@@ -42,7 +42,7 @@ def test_predict_outputs(judge_and_data):
     judge, wavs, truths, _, _ = judge_and_data
     predictions = judge.predict([torch.from_numpy(wav)[None] for wav in wavs[:4]])  # [1, T] tensors.
     batch_predictions = judge.predict(np.stack(wavs[:4]))  # One [B, T] array.
-    for prediction, batch_prediction in zip(predictions, batch_predictions):
+    for prediction, batch_prediction in zip(predictions, batch_predictions, strict=True):
         assert set(prediction) >= {'sources', 'count', 'order', 'relation', 'posteriors', 'embedding', 'source_probs'}
         assert prediction['posteriors'].shape == (len(synth.SOURCES),)
         assert prediction['posteriors'].sum() == pytest.approx(1., abs=1e-5)
@@ -98,14 +98,15 @@ def test_save_load_roundtrip(judge_and_data, tmp_path):
     judge.save(tmp_path / 'judge.pt')
     loaded = Judge.load(tmp_path / 'judge.pt')
     assert loaded.sources == judge.sources and loaded.config == judge.config
-    for original, reloaded in zip(judge.predict(wavs[:5]), loaded.predict(wavs[:5])):
+    for original, reloaded in zip(judge.predict(wavs[:5]), loaded.predict(wavs[:5]), strict=True):
         assert original['sources'] == reloaded['sources'] and original['count'] == reloaded['count']
         np.testing.assert_allclose(original['embedding'], reloaded['embedding'], atol=1e-6)
     # A judge saved by an older version of the code is refused with a clear message.
     package = torch.load(tmp_path / 'judge.pt', weights_only=True)
     package['version'] = 1
     torch.save(package, tmp_path / 'old.pt')
-    with pytest.raises(ValueError, match=r'old\.pt holds a judge of version 1, saved by other judge code.*--until ceiling'):
+    with pytest.raises(ValueError,
+                       match=r'old\.pt holds a judge of version 1, saved by other judge code.*--until ceiling'):
         Judge.load(tmp_path / 'old.pt')
     (tmp_path / 'garbage.pt').write_bytes(b'not a judge')
     with pytest.raises(ValueError, match=r'garbage\.pt is not a readable judge'):

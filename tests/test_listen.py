@@ -130,8 +130,8 @@ def test_prepare_from_models_checks_before_generating(tmp_path, capsys):
     code, _, err = run_listen(['prepare', '--from-models', 'A=debug', 'B=//sig/doesnotexist', '--prompts', str(prompts),
                             '--out', str(out)], capsys)
     assert code == 2 and "system 'B'" in err and 'doesnotexist' in err and not out.exists()
-    code, _, err = run_listen(['prepare', '--from-models', 'A=debug', 'B=debug', '--prompts', str(tmp_path / 'nope.txt'),
-                            '--out', str(out)], capsys)
+    code, _, err = run_listen(['prepare', '--from-models', 'A=debug', 'B=debug',
+                               '--prompts', str(tmp_path / 'nope.txt'), '--out', str(out)], capsys)
     assert code == 2 and 'nope.txt' in err and not out.exists()
 
 
@@ -348,7 +348,8 @@ def test_tally_counts_answers_catch_failures_and_exports(study, tmp_path):
     with paths['answers.csv'].open() as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 2 * len(data.trials) == len(json.loads(paths['answers.json'].read_text()))
-    assert {'rater', 'prompt', 'caption', 'system_left', 'system_right', 'choice', 'chosen', 'elapsed_s'} <= set(rows[0])
+    assert {'rater', 'prompt', 'caption', 'system_left', 'system_right', 'choice', 'chosen',
+            'elapsed_s'} <= set(rows[0])
     report = format_tally(result)
     assert 'baseline vs rr' in report and 'failed: bob' in report and "Fleiss' kappa" in report
 

@@ -207,7 +207,7 @@ def test_two_ranks_gather_equals_one_process_on_the_concatenated_batch_and_stop_
             # on the concatenated batch.
             loss, grads = rank[(True, eager)]
             torch.testing.assert_close(loss, full_loss)
-            for g, ref in zip(grads, full_grads):
+            for g, ref in zip(grads, full_grads, strict=True):
                 torch.testing.assert_close(g, ref)
         for r, rank in enumerate(ranks):
             # rr.gather=false: each rank's L_rr is its own batch's; gradients are the ranks' average.

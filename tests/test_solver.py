@@ -319,7 +319,8 @@ def test_the_caption_cache_keeps_no_one_off_mixed_caption(base_overrides, tiny_d
 def test_every_step_logs_the_same_keys_so_ranks_average_alike(base_overrides):
     """flashy averages the epoch metrics across ranks by position: a rank whose epoch had no RR step (no pair
     kept, or no CFG drop) must still log every key, in the same order, or the all-reduce mismatches."""
-    solver = build_solver(base_overrides + ['classifier_free_guidance.training_dropout=0.3', 'optim.updates_per_epoch=4'])
+    solver = build_solver(base_overrides + ['classifier_free_guidance.training_dropout=0.3',
+                                            'optim.updates_per_epoch=4'])
     steps: tp.List[dict] = []
     stock_run_step = solver.run_step
 

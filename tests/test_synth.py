@@ -39,7 +39,7 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(dataset, tmp_pat
     synth.generate_dataset(again, NUM_CLIPS, seed=7)
     files, files_again = _files(dataset), _files(again)
     assert [p.relative_to(dataset) for p in files] == [p.relative_to(again) for p in files_again]
-    for path, path_again in zip(files, files_again):
+    for path, path_again in zip(files, files_again, strict=True):
         assert path.read_bytes() == path_again.read_bytes(), path
     other = tmp_path / 'other'
     synth.generate_dataset(other, NUM_CLIPS, seed=8)
@@ -102,7 +102,7 @@ def test_events_stay_apart_and_inside_short_clips():
         assert all(0 <= event.onset < event.offset <= duration for event in events)
         counted = [event for event in events if event.source == spec.sources[0]]
         assert len(counted) == spec.count
-        gaps = [later.onset - earlier.offset for earlier, later in zip(counted, counted[1:])]
+        gaps = [later.onset - earlier.offset for earlier, later in zip(counted, counted[1:], strict=False)]
         assert all(gap >= 0.149 * min(1, duration / 4) for gap in gaps)
 
 
@@ -155,7 +155,7 @@ def test_manifest_format(dataset):
     for split in synth.SPLITS:
         manifest = dataset / 'egs' / split / 'data.jsonl'
         meta = load_audio_meta(manifest)
-        for line, entry in zip(manifest.read_text().splitlines(), meta):
+        for line, entry in zip(manifest.read_text().splitlines(), meta, strict=True):
             assert json.loads(line) == AudioMeta.from_dict(json.loads(line)).to_dict()
             assert Path(entry.path).is_absolute() and Path(entry.path).exists()
             assert entry.path.startswith(str((dataset / split).absolute()))
@@ -203,14 +203,14 @@ def test_captions_paraphrase():
     specs = [synth.sample_spec(rng, 'train') for _ in range(300)]
     captions = [synth.describe(spec, rng) for spec in specs]
     assert len(set(captions)) > 250
-    for spec, caption in zip(specs, captions):
+    for spec, caption in zip(specs, captions, strict=True):
         lower = caption.lower()
         count_words = {1: ('once', 'one', 'single'), 2: ('twice', 'two', 'pair'), 3: ('three', 'thrice')}
         assert any(word in lower for word in count_words[spec.count]), caption
         if spec.register is not None:
             assert any(word in lower for word in synth._REGISTER_WORDS[spec.register]), caption
-    then_captions = [caption for spec, caption in zip(specs, captions) if spec.relation == 'then']
-    while_captions = [caption for spec, caption in zip(specs, captions) if spec.relation == 'while']
+    then_captions = [caption for spec, caption in zip(specs, captions, strict=True) if spec.relation == 'then']
+    while_captions = [caption for spec, caption in zip(specs, captions, strict=True) if spec.relation == 'while']
     assert len({caption.split()[0] for caption in then_captions}) > 3
     assert any(' while ' in caption for caption in while_captions)
     assert any(' over ' in caption for caption in while_captions)

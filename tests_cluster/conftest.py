@@ -27,10 +27,12 @@ SHORT_LM = ['dataset.valid.num_samples=8', 'dataset.evaluate.num_samples=2', 'ge
             'num_threads=1']
 
 
-def run(cmd: tp.Sequence[str], timeout: float = 900, check: bool = True, **kwargs: tp.Any) -> subprocess.CompletedProcess:
+def run(cmd: tp.Sequence[str], timeout: float = 900, check: bool = True,
+        **kwargs: tp.Any) -> subprocess.CompletedProcess:
     proc = subprocess.run(list(cmd), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-4000:]}")
     return proc
 
 

@@ -132,14 +132,15 @@ def test_rr_gather_over_two_slurm_tasks_is_the_global_batch_loss(tmp_path):
                 # `get_distrib_spec` knows to read Slurm's task variables. A plain srun does the same here.
                 f'--wrap=SUBMITIT_EXECUTOR=slurm srun {sys.executable} {script} {tmp_path}'], timeout=600, check=False)
     job = proc.stdout.strip().split(';')[0]
-    assert proc.returncode == 0, (tmp_path / 'job.out').read_text()[-3000:] if (tmp_path / 'job.out').exists() else proc.stderr
+    job_out = tmp_path / 'job.out'
+    assert proc.returncode == 0, job_out.read_text()[-3000:] if job_out.exists() else proc.stderr
     assert sacct_states([job]) == {job: 'COMPLETED'}
     ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in (0, 1)]
     assert [r['rank'] for r in ranks] == [0, 1] and {r['job'] for r in ranks} == {job}
     full_loss, full_grads = single_process(toy_batch())
     for rank in ranks:
         torch.testing.assert_close(rank['loss'], full_loss)
-        for grad, ref in zip(rank['grads'], full_grads):
+        for grad, ref in zip(rank['grads'], full_grads, strict=True):
             torch.testing.assert_close(grad, ref)
 
 

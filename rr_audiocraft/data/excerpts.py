@@ -83,7 +83,7 @@ def write_excerpts(root: tp.Union[str, Path], out: tp.Union[str, Path], seconds:
         split_dir.mkdir(parents=True, exist_ok=True)
         length = int(round(seconds * sample_rate))
         lines = []
-        for wav, info in zip(wavs, infos):
+        for wav, info in zip(wavs, infos, strict=True):
             low_rate = scipy.signal.resample_poly(wav, 1, source_rate // sample_rate).astype(np.float32)
             clip_seconds = len(low_rate) / sample_rate
             if clip_seconds < seconds:

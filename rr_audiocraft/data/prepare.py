@@ -509,8 +509,8 @@ def probe_all(paths: tp.List[str], cache: tp.Dict[str, tp.Any], workers: int, po
         executor = ProcessPoolExecutor(workers) if pool == 'process' else ThreadPoolExecutor(workers)
         probed = executor.map(_probe_chunk, chunks)
     try:
-        for chunk, chunk_results in zip(chunks, probed):
-            for path, result in zip(chunk, chunk_results):
+        for chunk, chunk_results in zip(chunks, probed, strict=True):
+            for path, result in zip(chunk, chunk_results, strict=True):
                 results[path] = result
                 if keys[path] is not None:
                     new_cache[path] = [keys[path], result]

@@ -121,7 +121,7 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
 
     files_per_s = {name: args.clips / statistics.median(times) for name, times in seconds.items()}
     # Per round, each case against the bare loop of the same round (machine load drifts between rounds).
-    vs_bare = {name: statistics.median(bare / own for bare, own in zip(seconds['bare_info'], times))
+    vs_bare = {name: statistics.median(bare / own for bare, own in zip(seconds['bare_info'], times, strict=True))
                for name, times in seconds.items()}
     result = {
         'command': 'python -m rr_audiocraft.data.prepare_bench ' + ' '.join(argv if argv is not None else sys.argv[1:]),

@@ -222,7 +222,7 @@ def _render_knock(rng: np.random.Generator, num_samples: int, sample_rate: int, 
     time_s = np.arange(num_samples) / sample_rate
     modes = np.array([190., 430., 870.]) * rng.uniform(0.95, 1.05, size=3)
     signal = sum(amp * np.sin(2 * np.pi * freq * time_s) * np.exp(-time_s / tau)
-                 for amp, freq, tau in zip([1.0, 0.6, 0.3], modes, [0.025, 0.018, 0.012]))
+                 for amp, freq, tau in zip([1.0, 0.6, 0.3], modes, [0.025, 0.018, 0.012], strict=True))
     click_length = int(0.003 * sample_rate)
     signal[:click_length] += 0.5 * rng.standard_normal(click_length)
     return signal * _fade_envelope(num_samples, sample_rate, 0.0005, 0.01)
@@ -233,7 +233,7 @@ def _render_bell(rng: np.random.Generator, num_samples: int, sample_rate: int, f
     time_s = np.arange(num_samples) / sample_rate
     ratios, amplitudes = [1.0, 2.76, 5.40, 8.93], [1.0, 0.6, 0.4, 0.25]
     signal = np.zeros(num_samples)
-    for ratio, amplitude in zip(ratios, amplitudes):
+    for ratio, amplitude in zip(ratios, amplitudes, strict=True):
         frequency = f0 * ratio
         if frequency < 0.45 * sample_rate:
             signal += amplitude * np.sin(2 * np.pi * frequency * time_s) * np.exp(-time_s * ratio / 0.8)
@@ -523,7 +523,7 @@ def allowed_pairs(split: str) -> tp.List[tp.Tuple[str, str]]:
         raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
     pairs = [(a, b) for a in SOURCES for b in SOURCES if a != b]
     is_held_out = [frozenset(pair) in HELD_OUT_PAIRS for pair in pairs]
-    return [pair for pair, held_out in zip(pairs, is_held_out) if held_out == (split == 'test')]
+    return [pair for pair, held_out in zip(pairs, is_held_out, strict=True) if held_out == (split == 'test')]
 
 
 def sample_spec(rng: np.random.Generator, split: str) -> ClipSpec:

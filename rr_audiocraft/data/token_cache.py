@@ -91,5 +91,5 @@ class InfoBatchLoader(CachedBatchLoader):
                                    "(dataset.batch_size x ranks); write the cache with a batch at least that big")
             start = flashy.distrib.rank() * self.batch_size
             items = [torch.load(archive.open(name), 'cpu') for name in names[start:start + self.batch_size]]
-        parts = list(zip(*items))
+        parts = list(zip(*items, strict=True))
         return [torch.stack(part) if isinstance(part[0], torch.Tensor) else list(part) for part in parts]

@@ -97,11 +97,11 @@ def plot_curves(sheeps: tp.List[tp.Any], path: Path) -> None:
         history = json.loads((sheep.xp.folder / 'history.json').read_text())
         row = Row.from_cfg(sheep.xp.cfg)
         colour = colours.setdefault(row, f"C{len(colours) % 10}")
-        for ax, (stage, key, title) in zip(axes, panels):
+        for ax, (stage, key, title) in zip(axes, panels, strict=True):
             points = [(epoch, entry[stage][key]) for epoch, entry in enumerate(history, 1)
                       if key in entry.get(stage, {})]
             if points:
-                ax.plot(*zip(*points), color=colour, alpha=0.8,
+                ax.plot(*zip(*points, strict=True), color=colour, alpha=0.8,
                         label=row.label if sheep.xp.cfg.seed == first_seed else None)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel('epoch')

@@ -58,7 +58,7 @@ def render_and_judge(sheep: tp.Any, captions: tp.List[tp.Optional[str]], judge: 
     with torch.no_grad():
         generated = model.generate(captions)[:, 0].float().cpu().numpy()  # [N, T]; the judge runs on the CPU
     sample_dir.mkdir(parents=True, exist_ok=True)
-    for path, wav in zip(sample_paths, generated):
+    for path, wav in zip(sample_paths, generated, strict=True):
         sf.write(path, wav, model.sample_rate)
     metrics = judge.score(list(generated), truths, sample_rate=model.sample_rate, references=wavs)
     _write_result(result_path, stamp, metrics)

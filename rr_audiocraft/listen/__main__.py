@@ -71,9 +71,10 @@ def get_parser() -> argparse.ArgumentParser:
                               "anything get_pretrained loads: //sig/SIG, an exported folder, debug, a hub id); needs "
                               "--prompts")
     prepare.add_argument('--prompts', type=Path, default=None, metavar='FILE',
-                         help="one caption per line: what --from-models generates; with --system, line i captions the "
-                              "clip `rr_audiocraft.generate` names after it (03_a_dog_barks) or the clip named i (003). "
-                              "Otherwise captions come from each folder's generations.json or <clip>.json sidecars")
+                         help="one caption per line: what --from-models generates; with --system, line i captions "
+                              "the clip `rr_audiocraft.generate` names after it (03_a_dog_barks) or the clip named i "
+                              "(003). Otherwise captions come from each folder's generations.json or <clip>.json "
+                              "sidecars")
     prepare.add_argument('--out', type=Path, required=True, help="the study folder to create")
     prepare.add_argument('--num-prompts', type=int, default=None, metavar='N',
                          help="use N prompts drawn at random (default: all)")
@@ -81,7 +82,8 @@ def get_parser() -> argparse.ArgumentParser:
                          help="catch trials: one clip of the prompt against a clip of another prompt (default 2)")
     prepare.add_argument('--ties', action='store_true', help="offer 'no preference' (the paper did not)")
     prepare.add_argument('--seed', type=int, default=0, help="seeds the draws and every rater's order (default 0)")
-    prepare.add_argument('--question', default=DEFAULT_QUESTION, help=f"asked on every trial (default: {DEFAULT_QUESTION!r})")
+    prepare.add_argument('--question', default=DEFAULT_QUESTION,
+                         help=f"asked on every trial (default: {DEFAULT_QUESTION!r})")
     prepare.add_argument('--duration', type=float, default=None, help="with --from-models: seconds per clip")
     prepare.add_argument('--cfg-coef', type=float, default=3.0, help="with --from-models: CFG strength (default 3)")
 

@@ -28,7 +28,8 @@ def draw_plan(study: Study, rater: str) -> tp.List[tp.Dict[str, tp.Any]]:
     plan = []
     for kind in ('pair', 'catch'):
         ids = [trial['id'] for trial in study.data['trials'] if trial['kind'] == kind]
-        plan += [{'trial': trial, 'swap': swap} for trial, swap in zip(ids, _balanced_swaps(len(ids), rng))]
+        swaps = _balanced_swaps(len(ids), rng)
+        plan += [{'trial': trial, 'swap': swap} for trial, swap in zip(ids, swaps, strict=True)]
     rng.shuffle(plan)
     return plan
 

@@ -40,7 +40,7 @@ def cluster_bootstrap(raters: tp.Sequence[tp.Hashable], prompts: tp.Sequence[tp.
     prompt_ids = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
     won = np.zeros((len(rater_ids), len(prompt_ids)))
     count = np.zeros_like(won)
-    for rater, prompt, win in zip(raters, prompts, wins):
+    for rater, prompt, win in zip(raters, prompts, wins, strict=True):
         won[rater_ids[rater], prompt_ids[prompt]] += win
         count[rater_ids[rater], prompt_ids[prompt]] += 1
     from ..metrics.paired import crossed_bootstrap_weights

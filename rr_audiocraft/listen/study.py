@@ -127,7 +127,8 @@ def _check_audio(path: Path) -> float:
 
 def collect_clips(systems: tp.Mapping[str, tp.Union[str, Path]],
                   captions: tp.Optional[tp.Mapping[str, str]] = None,
-                  prompts_file: tp.Optional[Path] = None) -> tp.Tuple[tp.Dict[str, tp.Dict[str, Path]], tp.Dict[str, str]]:
+                  prompts_file: tp.Optional[Path] = None
+                  ) -> tp.Tuple[tp.Dict[str, tp.Dict[str, Path]], tp.Dict[str, str]]:
     """Check the systems' folders against each other and find every prompt's caption.
 
     Returns:
@@ -137,7 +138,8 @@ def collect_clips(systems: tp.Mapping[str, tp.Union[str, Path]],
             that differ between systems, a clip without caption, a file that is not audio.
     """
     if len(systems) < 2:
-        raise StudyError(f"a study compares at least 2 systems, got {len(systems)}: pass --system NAME=DIR twice or more")
+        raise StudyError(f"a study compares at least 2 systems, got {len(systems)}: "
+                         "pass --system NAME=DIR twice or more")
     for name in systems:
         if not (re.match(r'^[^\s/][^/]{0,63}$', name) and name.isprintable()):
             raise StudyError(f"system name {name!r}: 1-64 printable characters, no '/', not starting with a space")

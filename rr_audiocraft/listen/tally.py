@@ -36,7 +36,7 @@ def compare_pair(answers: tp.List[dict], first: str, second: str, bootstrap: int
                                   num_samples=bootstrap, seed=seed)
     # The prompt-level view: which system won the majority of each prompt's decisive answers.
     by_prompt: tp.Dict[str, tp.List[int]] = {}
-    for answer, win in zip(decisive, wins):
+    for answer, win in zip(decisive, wins, strict=True):
         by_prompt.setdefault(answer['prompt'], []).append(win)
     prompts_second = sum(1 for w in by_prompt.values() if 2 * sum(w) > len(w))
     prompts_first = sum(1 for w in by_prompt.values() if 2 * sum(w) < len(w))
@@ -80,7 +80,7 @@ def summarise(study: Study, answers: tp.List[dict], bootstrap: int = 2000, seed:
             winner = _chosen(answer)
             loser = answer['system_right'] if winner == answer['system_left'] else answer['system_left']
             wins[systems.index(winner), systems.index(loser)] += 1
-        result['bradley_terry'] = dict(zip(systems, map(float, bradley_terry(wins))))
+        result['bradley_terry'] = dict(zip(systems, map(float, bradley_terry(wins)), strict=True))
     return result
 
 
@@ -126,7 +126,8 @@ def _p(value: tp.Optional[float]) -> str:
 
 def format_summary(summary: dict) -> tp.List[str]:
     lines = ["Preference (Table 4's layout: share of decisive answers):", '',
-             '| comparison | first system preferred | second system preferred | ties | answers |', '|---|---|---|---|---|']
+             '| comparison | first system preferred | second system preferred | ties | answers |',
+             '|---|---|---|---|---|']
     for c in summary['comparisons']:
         first, second = c['systems']
         lines.append(f"| {first} vs {second} | {first}: {_pct(c['preference'][first])} | "
@@ -143,8 +144,8 @@ def format_summary(summary: dict) -> tp.List[str]:
                      f"{majority[first]}/{majority[second]}/{majority['even']} | {_p(majority['sign_test_p'])} |")
     bias = summary['position_bias']
     kappa = summary['fleiss_kappa']
-    lines += ['', f"Position bias: the left clip was chosen in {bias['left_choices']}/{bias['decisive']} decisive answers "
-                  f"({_pct(bias['left_share'])}, Wilson 95 % {_interval(bias['wilson_95'])}, sign test p = "
+    lines += ['', f"Position bias: the left clip was chosen in {bias['left_choices']}/{bias['decisive']} decisive "
+                  f"answers ({_pct(bias['left_share'])}, Wilson 95 % {_interval(bias['wilson_95'])}, sign test p = "
                   f"{_p(bias['sign_test_p'])}).",
               f"Agreement: Fleiss' kappa = {'–' if kappa is None else f'{kappa:.3f}'} "
               f"({summary['raters']} raters, {summary['answers']} pair answers)."]
@@ -164,7 +165,8 @@ def format_tally(result: dict) -> str:
     catch = result['catch_trials']
     per_rater = catch['per_rater']
     lines += ['', f"Catch trials (a clip of another prompt; a rater fails above {catch['max_misses']} misses): "
-                  f"{sum(c['missed'] for c in per_rater.values())} missed of {sum(c['answered'] for c in per_rater.values())}; "
+                  f"{sum(c['missed'] for c in per_rater.values())} missed of "
+                  f"{sum(c['answered'] for c in per_rater.values())}; "
                   + (f"failed: {', '.join(catch['failed_raters'])}." if catch['failed_raters'] else "no rater failed.")]
     if result['without_failed_raters']:
         failed = len(catch['failed_raters'])

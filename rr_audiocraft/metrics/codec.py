@@ -62,7 +62,7 @@ def band_error_db(reference: tp.Any, decoded: tp.Any, sample_rate: int,
     reference_power = (np.abs(np.fft.rfft(reference)) ** 2).sum(0)
     error_power = (np.abs(np.fft.rfft(decoded - reference)) ** 2).sum(0)
     bands: tp.Dict[str, tp.Optional[float]] = {}
-    for low, high in zip(edges[:-1], edges[1:]):
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
         if low >= sample_rate / 2:
             break
         in_band = (freqs >= low) & (freqs < high)

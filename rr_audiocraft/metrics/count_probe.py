@@ -117,7 +117,7 @@ def load_probe_clips(data: tp.Union[str, Path], split: str = 'valid', num_clips:
                          f"captions); got {len(variants)}.")
     wavs, infos, sample_rate = synth.load_clips(Path(data) / 'egs' / split)
     wavs, infos = wavs[:len(variants)], infos[:len(variants)]
-    for info, clip in zip(infos, variants):
+    for info, clip in zip(infos, variants, strict=True):
         if clip.get(info['count']) != info['description']:
             raise synth.BenchmarkError(f"The {split} manifest of {data} is not in the order its clips were written "
                                        f"({info['name']}: {info['description']!r}); regenerate the benchmark.")
@@ -145,7 +145,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m rr_audiocraft.metrics.count_probe',
                                      description=__doc__.split('\n')[0])
     parser.add_argument('models', nargs='+', help="LMs: //sig/SIG, an exported folder or a checkpoint")
-    parser.add_argument('--data', type=Path, required=True, help="benchmark folder (python -m rr_audiocraft.data.synth)")
+    parser.add_argument('--data', type=Path, required=True,
+                        help="benchmark folder (python -m rr_audiocraft.data.synth)")
     parser.add_argument('--split', choices=synth.SPLITS, default='valid', help="default: valid (never tune on test)")
     parser.add_argument('--clips', type=int, default=None, help="the split's first N clips (default: all)")
     parser.add_argument('--json', type=Path, default=None, help="also write the results as a JSON list")

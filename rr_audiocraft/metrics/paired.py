@@ -67,7 +67,8 @@ def crossed_bootstrap_weights(num_rows: int, num_columns: int, num_resamples: in
     return row_weights.astype(np.float64), column_weights.astype(np.float64)
 
 
-def _weighted_sums(outcomes: Outcomes, seed_weights: np.ndarray, caption_weights: np.ndarray) -> tp.Dict[str, np.ndarray]:
+def _weighted_sums(outcomes: Outcomes, seed_weights: np.ndarray,
+                   caption_weights: np.ndarray) -> tp.Dict[str, np.ndarray]:
     """Sum of each outcome over the resampled (seed, caption) clips: key -> [R]."""
     return {key: np.einsum('rs,sc,rc->r', seed_weights, np.asarray(outcomes[key], dtype=np.float64), caption_weights)
             for key in OUTCOME_KEYS}
@@ -119,7 +120,8 @@ def paired_comparison(row: Outcomes, baseline: Outcomes, num_resamples: int = 10
     num_seeds, num_captions = shape
     rng = np.random.default_rng(seed)
 
-    def difference(row_sums: tp.Mapping[str, np.ndarray], base_sums: tp.Mapping[str, np.ndarray]) -> tp.Dict[str, np.ndarray]:
+    def difference(row_sums: tp.Mapping[str, np.ndarray],
+                   base_sums: tp.Mapping[str, np.ndarray]) -> tp.Dict[str, np.ndarray]:
         row_metrics, base_metrics = metrics_from_sums(row_sums), metrics_from_sums(base_sums)
         return {metric: np.asarray(row_metrics[metric]) - np.asarray(base_metrics[metric]) for metric in METRIC_KEYS}
 

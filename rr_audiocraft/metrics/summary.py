@@ -137,6 +137,7 @@ def combine_results(folders: tp.Sequence[Path]) -> tp.Dict[str, tp.Any]:
             merged.append({'row': list(row), 'seed': seed, 'sigs': [run['sig'] for run in runs], 'metrics': metrics})
     all_rows = {row for runs in keyed for row, _ in runs}
     rows, vs_baseline = summarise(merged)
-    return {'benchmarks': [{'folder': str(folder), **stamp} for (folder, _), stamp in zip(loaded, stamps)],
+    benchmarks = [{'folder': str(folder), **stamp} for (folder, _), stamp in zip(loaded, stamps, strict=True)]
+    return {'benchmarks': benchmarks,
             'rows': rows, 'vs_baseline': vs_baseline,
             'dropped_rows': [list(row) for row in sorted(all_rows - set(kept_rows), key=str)]}

@@ -136,7 +136,7 @@ class EncoderOutputCache:
     @staticmethod
     def keys(input_ids: torch.Tensor, mask: torch.Tensor) -> tp.List[tp.Tuple[int, ...]]:
         """The valid token ids of each row of a tokenized batch ([B, L] ids and mask); () for an empty caption."""
-        return [tuple(ids[valid].tolist()) for ids, valid in zip(input_ids, mask.bool())]
+        return [tuple(ids[valid].tolist()) for ids, valid in zip(input_ids, mask.bool(), strict=True)]
 
     def covers(self, keys: tp.Sequence[tp.Tuple[int, ...]]) -> bool:
         """Whether every non-empty caption of a batch is kept, and at least one is (its width is then known)."""
@@ -144,7 +144,7 @@ class EncoderOutputCache:
 
     def add(self, keys: tp.Sequence[tp.Tuple[int, ...]], embeddings: torch.Tensor, mask: torch.Tensor) -> None:
         """Keep the outputs of captions not kept yet while the budget lasts ([B, T, Dt] and [B, T])."""
-        for key, row, valid in zip(keys, embeddings, mask.bool()):
+        for key, row, valid in zip(keys, embeddings, mask.bool(), strict=True):
             if not key or key in self.entries:
                 continue
             value = row[valid].detach().clone()
@@ -158,7 +158,7 @@ class EncoderOutputCache:
         """The outputs of a covered batch, [B, T, Dt], zeros where `mask` [B, T] is False."""
         first = next(self.entries[key] for key in keys if key)
         embeddings = first.new_zeros(*mask.shape, first.shape[-1])
-        for row, (key, valid) in enumerate(zip(keys, mask.bool())):
+        for row, (key, valid) in enumerate(zip(keys, mask.bool(), strict=True)):
             if key:
                 embeddings[row, valid] = self.entries[key]
         return embeddings

@@ -11,7 +11,6 @@ import typing as tp
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from audiocraft.modules.conditioners import ConditionType, TextConditioner
 

@@ -1,9 +1,10 @@
 """RR solvers and the names `solver=` selects them by."""
 from .compression import RRCompressionSolver
 from .rr import RRAudioGenSolver, RRMusicGenSolver, RRSolverMixin
-from ..settings import ConfigError, validate_rr_config
+from ..settings import validate_rr_config
 
 RR_SOLVERS = {'rr_audiogen': RRAudioGenSolver, 'rr_musicgen': RRMusicGenSolver,
               'rr_compression': RRCompressionSolver}
 
-__all__ = ['RRAudioGenSolver', 'RRCompressionSolver', 'RRMusicGenSolver', 'RRSolverMixin', 'RR_SOLVERS', 'validate_rr_config']
+__all__ = ['RRAudioGenSolver', 'RRCompressionSolver', 'RRMusicGenSolver', 'RRSolverMixin', 'RR_SOLVERS',
+           'validate_rr_config']

@@ -132,7 +132,7 @@ class _DetectorNet(nn.Module):
             nn.MaxPool2d((4, 1)))
         layers: tp.List[nn.Module] = []
         channels = stem_channels * (n_mels // 4)
-        for dilation, out_channels in zip([1, 2, 4, 8], [width, width, width, hidden]):
+        for dilation, out_channels in zip([1, 2, 4, 8], [width, width, width, hidden], strict=True):
             layers += [nn.Conv1d(channels, out_channels, 3, padding=dilation, dilation=dilation),
                        nn.BatchNorm1d(out_channels), nn.ReLU()]
             channels = out_channels
@@ -476,7 +476,7 @@ class Judge:
         for frame_logits, frame_features in outputs:
             clip_logits = frame_logits[:len(self.sources)].amax(-1)
             prediction = self._decide(frame_logits)
-            prediction['source_probs'] = dict(zip(self.sources, torch.sigmoid(clip_logits).tolist()))
+            prediction['source_probs'] = dict(zip(self.sources, torch.sigmoid(clip_logits).tolist(), strict=True))
             prediction['posteriors'] = torch.softmax(clip_logits, -1).numpy()
             prediction['embedding'] = torch.cat([frame_features.mean(-1), frame_features.amax(-1)]).numpy()
             predictions.append(prediction)

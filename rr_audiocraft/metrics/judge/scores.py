@@ -70,7 +70,7 @@ def clip_outcomes(predictions: tp.Sequence[Prediction], truths: tp.Sequence[Trut
     count heard (h, at most `HEARD_COUNT_CAP`), c² and c·h, whose sums give the count slope."""
     check_truths(truths, len(predictions))
     outcomes: tp.Dict[str, tp.List[int]] = {key: [] for key in OUTCOME_KEYS}
-    for prediction, truth in zip(predictions, truths):
+    for prediction, truth in zip(predictions, truths, strict=True):
         predicted, expected = set(prediction['sources']), set(truth['sources'])
         ordered = truth.get('relation') == 'then'
         asked, heard = int(truth['count']), min(int(prediction['count']), HEARD_COUNT_CAP)
@@ -78,7 +78,7 @@ def clip_outcomes(predictions: tp.Sequence[Prediction], truths: tp.Sequence[Trut
                 1, len(predicted & expected), len(predicted - expected), len(expected - predicted),
                 prediction['count'] == truth['count'], ordered,
                 ordered and list(prediction['order']) == list(truth['sources']),
-                asked, heard, asked * asked, asked * heard)):
+                asked, heard, asked * asked, asked * heard), strict=True):
             outcomes[key].append(int(value))
     return outcomes
 
@@ -106,7 +106,8 @@ def metrics_from_sums(sums: tp.Mapping[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     # Exact in float64 for integer sums: the spread of the asked counts is 0 only when they are all equal.
     asked_spread = clips * np.asarray(sums['asked_squared'], dtype=np.float64) - asked * asked
     return {'source_f1': _ratio(2 * true_positives,
-                                2 * true_positives + np.asarray(sums['false_positives']) + np.asarray(sums['false_negatives']),
+                                2 * true_positives + np.asarray(sums['false_positives'])
+                                + np.asarray(sums['false_negatives']),
                                 1.),
             'count_acc': _ratio(sums['count_hit'], clips, np.nan),
             'count_slope': _ratio(clips * np.asarray(sums['asked_heard'], dtype=np.float64)
@@ -141,7 +142,7 @@ def score_predictions(predictions: tp.Sequence[Prediction], truths: tp.Sequence[
     heard_absent: tp.Dict[str, int] = {}
     missed: tp.Dict[str, int] = {}
     relation_hits, num_related = 0, 0
-    for prediction, truth in zip(predictions, truths):
+    for prediction, truth in zip(predictions, truths, strict=True):
         predicted, expected = set(prediction['sources']), set(truth['sources'])
         for source in predicted - expected:
             heard_absent[source] = heard_absent.get(source, 0) + 1
@@ -166,7 +167,7 @@ def score_predictions(predictions: tp.Sequence[Prediction], truths: tp.Sequence[
         metrics['kl'] = float(kl_divergence(reference_posteriors, posteriors).mean())
         metrics['fd'] = float('nan')
         if len(predictions) >= 2:
-            metrics['fd'] = frechet_distance(np.stack([prediction['embedding'] for prediction in predictions]),
-                                             np.stack([prediction['embedding'] for prediction in reference_predictions]),
-                                             ridge=fd_ridge)
+            metrics['fd'] = frechet_distance(
+                np.stack([prediction['embedding'] for prediction in predictions]),
+                np.stack([prediction['embedding'] for prediction in reference_predictions]), ridge=fd_ridge)
     return metrics
