@@ -101,6 +101,18 @@ def tiny_hf_musicgen_sig(tiny_data, tiny_compression_sig) -> str:
                   *SHORT_LM_RUN, 'optim.updates_per_epoch=2', *datasource_overrides(tiny_data))
 
 
+@pytest.fixture(scope='session')
+def lut_export(tmp_path_factory, tiny_lut_audiogen_sig) -> Path:
+    """The LUT AudioGen XP exported by the real entry point `python -m rr_audiocraft.export //sig/SIG OUT`: the
+    stock folder layout, which the fine-tuning tests also use as a released model folder. Read-only for tests."""
+    out = tmp_path_factory.mktemp('export') / 'lut_audiogen'
+    proc = subprocess.run([sys.executable, '-m', 'rr_audiocraft.export', f'//sig/{tiny_lut_audiogen_sig}', str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"stock: audiocraft.models.AudioGen.get_pretrained('{out}')" in proc.stdout
+    return out
+
+
 @pytest.fixture(scope='module')
 def one_torch_thread():
     """In-process tiny models on one torch thread, restored afterwards: on a shared 2-core machine thread

@@ -1,30 +1,16 @@
 """Export to the stock folder layout, the round trip through stock AudioCraft, and the generation CLI."""
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from conftest import REPO_ROOT, run_cli, xp_dir
+from conftest import run_cli, xp_dir
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
-
-
-@pytest.fixture(scope='module')
-def lut_export(tmp_path_factory, tiny_lut_audiogen_sig) -> Path:
-    """The LUT AudioGen XP exported by the real entry point `python -m rr_audiocraft.export //sig/SIG OUT`."""
-    out = tmp_path_factory.mktemp('export') / 'lut_audiogen'
-    proc = subprocess.run([sys.executable, '-m', 'rr_audiocraft.export', f'//sig/{tiny_lut_audiogen_sig}', str(out)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"stock: audiocraft.models.AudioGen.get_pretrained('{out}')" in proc.stdout
-    return out
 
 
 def test_export_writes_the_stock_layout(lut_export, tiny_lut_audiogen_sig):

@@ -45,13 +45,9 @@ def first_epoch(solver) -> dict:
 
 
 @pytest.fixture(scope='module')
-def released(tmp_path_factory, tiny_lut_audiogen_sig) -> Path:
-    """The tiny LM exported in the hub layout: our stand-in for a released model folder."""
-    out = tmp_path_factory.mktemp('released') / 'tiny-audiogen'
-    proc = subprocess.run([sys.executable, '-m', 'rr_audiocraft.export', f'//sig/{tiny_lut_audiogen_sig}', str(out)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def released(lut_export) -> Path:
+    """The tiny LM exported in the hub layout (conftest's `lut_export`): our stand-in for a released model folder."""
+    return lut_export
 
 
 @pytest.fixture(scope='module')

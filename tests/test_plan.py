@@ -1,7 +1,9 @@
 """`python -m rr_audiocraft.plan`: parameter counts against built models, the activation estimate against a
 direct measurement, the CLI's JSON and refusals, and the `dora grid` submission check that uses it."""
 import json
+import typing as tp
 
+import omegaconf
 import pytest
 import torch
 from conftest import run_cli
@@ -56,6 +58,14 @@ def test_musicgen_300m_on_meta_counts_audiocrafts_420m(musicgen_cfg):
     assert tuned_facts.params == MUSICGEN_SMALL_PARAMS + T5_BASE_ENCODER_PARAMS and tuned_facts.frozen_encoders == {}
 
 
+def six_layer_tiny(extra: tp.List[str]) -> tp.Tuple[omegaconf.DictConfig, torch.nn.Module]:
+    """The tiny recipe at 6 layers (with `extra` overrides) and its LM built on the CPU, seeded, in train mode:
+    the full-depth model the plan's 1- and 2-layer fit is checked against."""
+    cfg = plan.compose(TINY + ['transformer_lm.num_layers=6', *extra])
+    torch.manual_seed(0)
+    return cfg, plan.build_lm(plan._measurable(cfg), device='cpu').train()
+
+
 @pytest.mark.parametrize('extra, mode', [
     ([], 'float32'),  # tiny's attention: softmax weights kept, a T^2 term
     (['transformer_lm.memory_efficient=true'], 'autocast-bfloat16'),
@@ -63,10 +73,8 @@ def test_musicgen_300m_on_meta_counts_audiocrafts_420m(musicgen_cfg):
 ])
 def test_activation_estimate_matches_a_direct_measurement_at_full_depth(extra, mode, one_torch_thread):
     # Fitted on 1- and 2-layer models at batches 2-3 and 16-48 frames; checked at 6 layers, batch 5, 300 frames.
-    cfg = plan.compose(TINY + ['transformer_lm.num_layers=6', *extra])
+    cfg, lm = six_layer_tiny(extra)
     estimate = plan.activation_profile(cfg, mode).saved(layers=6, batch=5, frames=300)
-    torch.manual_seed(0)
-    lm = plan.build_lm(plan._measurable(cfg), device='cpu').train()
     if mode.startswith('params-'):
         lm = lm.to(torch.bfloat16)
     direct = plan.measure_saved_bytes(lm, batch=5, frames=300, mode=mode)['saved']
@@ -98,10 +106,8 @@ def test_checkpointing_estimate_matches_what_the_allocator_holds(extra, mode, on
     # Checkpointed layers save nothing through autograd's hooks (checkpoint keeps their inputs itself), so the
     # direct measurement is the allocator's: what a checkpointed forward holds less than a plain one, taken
     # from the plain forward's saved bytes.
-    cfg = plan.compose(TINY + ['transformer_lm.num_layers=6', *extra])
+    cfg, lm = six_layer_tiny(extra)
     estimate = plan.activation_profile(cfg, mode).checkpointed_forward_end(layers=6, batch=5, frames=300)
-    torch.manual_seed(0)
-    lm = plan.build_lm(plan._measurable(cfg), device='cpu').train()
     plain = held_after_forward(lm, 5, 300, mode)
     saved = plan.measure_saved_bytes(lm, batch=5, frames=300, mode=mode)['saved']
     lm.transformer.checkpointing = 'torch'
