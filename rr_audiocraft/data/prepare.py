@@ -27,6 +27,7 @@ are written (exit 0). `--strict` exits with status 2 and writes nothing when the
 a run left with no clip, or with too few to fill both train and valid.
 Start-up refusals (no such caption file, missing columns, a bad option) are one line on stderr, exit 2.
 """
+from .. import configured  # noqa: F401  (first: the process set-up AudioCraft needs at import)
 import argparse
 import ast
 import csv

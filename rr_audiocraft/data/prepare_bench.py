@@ -14,6 +14,7 @@ Reported: the median over rounds of each one's files/s, and of its speed ratio t
 round, written to `bench/results/NAME.json` and printed.
 Not part of `make test` (it writes ~10,000 files and takes about a minute).
 """
+from .. import configured  # noqa: F401  (first: the process set-up AudioCraft needs at import)
 import argparse
 import csv
 import datetime
