@@ -48,7 +48,9 @@ from soundfile import _ffi as _sf_ffi, _snd as _sf_lib  # libsndfile, as soundfi
 from tqdm import tqdm
 
 from audiocraft.data.audio import audio_info, audio_read
-from audiocraft.data.audio_dataset import AudioMeta, save_audio_meta
+from audiocraft.data.audio_dataset import DEFAULT_EXTS, AudioMeta, save_audio_meta
+
+from .validate import SIDECAR_FIELDS
 
 FORMATS = ('audiocaps', 'clotho', 'musiccaps', 'wavcaps', 'csv')
 # Which stock dataset class reads a format's clips (csv: --kind).
@@ -59,10 +61,10 @@ RECIPE_DATA = {'sound': Path('egs/rr_sound_16khz'), 'music': Path('egs/rr_music_
 MIN_SAMPLE_RATE = {'sound': 16000, 'music': 32000}
 DEFAULT_MIN_DURATION = 1.0  # seconds; shorter clips are mostly padding in a 10 s (sound) or 30 s (music) segment
 # The extensions stock `find_audio_files` scans; the first four are decoded by libsndfile (>= 1.1 for mp3).
-AUDIO_EXTS = ('.wav', '.flac', '.mp3', '.ogg', '.m4a')
+AUDIO_EXTS = tuple(DEFAULT_EXTS)
 SOUNDFILE_EXTS = ('.wav', '.flac', '.mp3', '.ogg')
-# MusicInfo's metadata fields (stock music_dataset.py); all but `keywords` must be present as keys.
-MUSIC_FIELDS = ('title', 'artist', 'key', 'bpm', 'genre', 'moods', 'keywords', 'description', 'name', 'instrument')
+# MusicInfo's metadata fields, as the solvers' start-up check reads them (all but `keywords` must be present).
+MUSIC_FIELDS = tuple(SIDECAR_FIELDS['music'])
 SILENCE_PEAK = 1e-4     # -80 dBFS: a clip whose every sample is below this is silent (digital silence, dither)
 PROBE_BLOCK = 2048      # frames read at a time when looking for a non-silent sample (stops at the first one)
 SERIAL_BELOW = 2000     # fewer files than this are probed in-process: a pool's start-up costs more
@@ -181,11 +183,15 @@ def read_audiocaps(path: Path, problems: Problems, **_) -> tp.List[Row]:
     return list(clips.values())
 
 
+def _numbered_captions(names: tp.Iterable[str]) -> tp.List[str]:
+    """`caption_1..caption_N` among `names`, in numeric order (Clotho's columns, WavCaps' keys)."""
+    return sorted((name for name in names if re.fullmatch(r'caption_\d+', name)), key=lambda name: int(name[8:]))
+
+
 def read_clotho(path: Path, problems: Problems, **_) -> tp.List[Row]:
     """`file_name,caption_1..caption_5`: one row per clip, the file named relative to --audio."""
     header, lines = _read_csv(path, ['file_name'])
-    caption_columns = sorted((name for name in header if re.fullmatch(r'caption_\d+', name)),
-                             key=lambda name: int(name.split('_')[1]))
+    caption_columns = _numbered_captions(header)
     if not caption_columns:
         raise PrepareError(f"{path}: no caption_N column (columns: {', '.join(header)})")
     rows: tp.List[Row] = []
@@ -254,8 +260,7 @@ def read_wavcaps(path: Path, problems: Problems, **_) -> tp.List[Row]:
         seen[clip_id] = index
         caption = entry.get('caption')
         if caption is None:
-            numbered = sorted((k for k in entry if re.fullmatch(r'caption_\d+', k)), key=lambda k: int(k[8:]))
-            captions = [_text(entry[k]) for k in numbered]
+            captions = [_text(entry[k]) for k in _numbered_captions(entry)]
         else:
             captions = [_text(c) for c in caption] if isinstance(caption, list) else [_text(caption)]
         flat = {k: v for k, v in entry.items() if isinstance(v, (str, int, float))}
@@ -298,7 +303,6 @@ class AudioIndex:
     def __init__(self, root: Path):
         self.root = root
         self.real_root = os.path.realpath(root)
-        self.by_relpath: tp.Set[str] = set()
         self.by_name: tp.Dict[str, tp.List[str]] = {}
         self.by_stem: tp.Dict[str, tp.List[str]] = {}
         self.by_prefix: tp.Dict[str, tp.List[str]] = {}  # stem part before any '_' -> files (`{id}_{start}`)
@@ -308,7 +312,6 @@ class AudioIndex:
                 if ext.lower() not in AUDIO_EXTS:
                     continue
                 rel = os.path.relpath(os.path.join(folder, name), root)
-                self.by_relpath.add(rel)
                 self.by_name.setdefault(name, []).append(rel)
                 self.by_stem.setdefault(stem, []).append(rel)
                 for match in re.finditer('_', stem):
@@ -559,8 +562,9 @@ def split_rows(rows: tp.List[Row], valid_fraction: float, seed: int) -> tp.Dict[
         digest = hashlib.sha256(f'{seed}\0{row.clip_id}'.encode('utf-8')).digest()
         return int.from_bytes(digest[:8], 'big') / 2 ** 64
 
-    ranked = sorted(rows, key=draw)
-    n_valid = sum(draw(row) < valid_fraction for row in ranked)
+    draws = {id(row): draw(row) for row in rows}
+    ranked = sorted(rows, key=lambda row: draws[id(row)])
+    n_valid = sum(draws[id(row)] < valid_fraction for row in ranked)
     if len(ranked) >= 2:
         n_valid = min(max(n_valid, 1), len(ranked) - 1)
     return {'train': ranked[n_valid:], 'valid': ranked[:n_valid]}
@@ -618,7 +622,6 @@ def _write_clip(row: Row, links: str, audio_root: Path, kind: str) -> tp.Tuple[A
     """One clip's link and sidecar; returns its manifest entry and the two paths."""
     assert row.file is not None
     link = os.path.join(links, os.path.relpath(row.file, audio_root))
-    os.makedirs(os.path.dirname(link), exist_ok=True)
     _link(link, row.real)
     info = os.path.splitext(link)[0] + '.json'  # = Path(link).with_suffix('.json'), where stock looks
     _write_sidecar(info, json.dumps(sidecar(row, kind), ensure_ascii=True, indent=1) + '\n')
@@ -631,6 +634,9 @@ def write_split(folder: Path, rows: tp.List[Row], audio_root: Path, kind: str) -
     """Links and sidecars (WRITE_THREADS at a time), then the manifest (one rename), then removes what the
     previous run left and this one does not list. Returns the number of clips written."""
     links = str((folder / LINKS).absolute())
+    # Each folder of links once, not once per clip (a flat dataset has one).
+    for parent in {os.path.dirname(os.path.join(links, os.path.relpath(row.file, audio_root))) for row in rows}:
+        os.makedirs(parent, exist_ok=True)
     os.makedirs(links, exist_ok=True)
     with ThreadPoolExecutor(WRITE_THREADS) as executor:
         done = list(executor.map(lambda row: _write_clip(row, links, audio_root, kind), rows))

@@ -16,6 +16,7 @@ Not part of `make test` (it writes ~10,000 files and takes about a minute).
 """
 from .. import configured  # noqa: F401  (first: the process set-up AudioCraft needs at import)
 import argparse
+import contextlib
 import csv
 import datetime
 import json
@@ -65,12 +66,8 @@ def run_prepare(folder: Path, out: Path, workers: int, pool: str) -> tp.Dict[str
     args = prep.get_parser().parse_args([
         'csv', '--captions', str(folder / 'captions.csv'), '--audio', str(folder / 'audio'), '--out', str(out),
         '--min-duration', '0', '--workers', str(workers), '--pool', pool, '--no-progress'])
-    with open(os.devnull, 'w') as devnull:
-        stderr, sys.stderr = sys.stderr, devnull
-        try:
-            code, report = prep.prepare(args)
-        finally:
-            sys.stderr = stderr
+    with open(os.devnull, 'w') as devnull, contextlib.redirect_stderr(devnull):
+        code, report = prep.prepare(args)
     assert code == 0 and report['kept'] == len(list((folder / 'audio').iterdir())), report['problem_counts']
     return report
 
@@ -134,9 +131,7 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
         'speed_vs_bare_same_round_median': vs_bare,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS / f'.{args.name}.json.tmp'
-    tmp.write_text(json.dumps(result, indent=1) + '\n')
-    os.replace(tmp, RESULTS / f'{args.name}.json')
+    prep._write_atomic(RESULTS / f'{args.name}.json', json.dumps(result, indent=1) + '\n')
     if args.dir is None:
         shutil.rmtree(work)
     print(f"files/s, median of {args.rounds} rounds ({args.clips} clips of {args.duration:g} s); "
