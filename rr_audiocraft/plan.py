@@ -52,7 +52,7 @@ from audiocraft.solvers.musicgen import MusicGenSolver
 
 from .models.builders import get_rr_lm_model
 from .regularization import masked_pool, rr_loss
-from .settings import lm_batch_size, split_batches_over_ranks
+from .settings import lm_batch_size, loaded_batch_size, split_batches_over_ranks
 from .train import main as dora_main
 
 GIB = 2 ** 30
@@ -335,9 +335,12 @@ _PROFILES: tp.Dict[tp.Tuple, ActivationProfile] = {}
 
 def activation_profile(cfg: omegaconf.DictConfig, mode: str) -> ActivationProfile:
     """Measure (once per shape and precision) and fit the ActivationProfile of `cfg`'s LM."""
-    lm_cfg = cfg.transformer_lm
-    key = (omegaconf.OmegaConf.to_yaml(lm_cfg), omegaconf.OmegaConf.to_yaml(cfg.conditioners),
-           omegaconf.OmegaConf.to_yaml(cfg.fuser), mode)
+    # Keyed on what the measurement builds: recipes that differ only in depth, checkpointing or a fine-tuned
+    # encoder share one profile.
+    measurable = _measurable(cfg)
+    measurable.transformer_lm.num_layers = MEASURE_LAYERS[0]  # build_lm sets the depth of each measurement
+    key = (omegaconf.OmegaConf.to_yaml(measurable.transformer_lm),
+           omegaconf.OmegaConf.to_yaml(measurable.conditioners), omegaconf.OmegaConf.to_yaml(cfg.fuser), mode)
     if key in _PROFILES:
         return _PROFILES[key]
     measured = {}
@@ -346,7 +349,7 @@ def activation_profile(cfg: omegaconf.DictConfig, mode: str) -> ActivationProfil
     try:
         for layers in MEASURE_LAYERS:
             torch.manual_seed(0)
-            shallow = build_lm(_measurable(cfg), device='cpu', num_layers=layers)
+            shallow = build_lm(measurable, device='cpu', num_layers=layers)
             shallow.train()
             if mode.startswith('params-'):
                 shallow = shallow.to(torch.bfloat16)
@@ -444,7 +447,7 @@ def setup_of(cfg: omegaconf.DictConfig, gpus: int) -> Setup:
         raise PlanError(f"{uneven[0]}: choose --gpus dividing it or change the batch size")
     batch, mixing = lm_batch_size(per_rank)
     train = per_rank.dataset.get('train') or {}
-    loaded = train.get('batch_size', None) or per_rank.dataset.batch_size
+    loaded = loaded_batch_size(per_rank)
     has_train_batch = bool((cfg.dataset.get('train') or {}).get('batch_size', None))
     return Setup(gpus=gpus, batch=batch, loaded=loaded, mix_p=float(train.mix_p) if mixing else None,
                  batch_key='dataset.train.batch_size' if has_train_batch else 'dataset.batch_size',
@@ -462,17 +465,18 @@ def facts_of(cfg: omegaconf.DictConfig, frame_rate: tp.Optional[float] = None) -
         raise PlanError(f"transformer_lm.checkpointing={cfg.transformer_lm.checkpointing}: the public xformers has "
                         "no checkpoint_fairinternal; use torch")
     compression = compression_facts(cfg, frame_rate)
+    params = sum(p.numel() for p in lm.parameters())
     units = [sum(p.numel() for p in layer.parameters()) for layer in lm.transformer.layers]
     in_layers = sum(units) + sum(p.numel() for p in lm.condition_provider.parameters())
     return Facts(
-        params=sum(p.numel() for p in lm.parameters()), layers=len(lm.transformer.layers),
+        params=params, layers=len(lm.transformer.layers),
         frames=int(math.ceil(cfg.dataset.segment_duration * compression['frame_rate'])),
         frozen_encoders=frozen_text_encoders(lm), compression=compression,
         param_bytes=DTYPE_BYTES[str(cfg.dtype)], optimizer=optimizer, optimizer_states=OPTIMIZER_STATES[optimizer],
         ema=bool(cfg.optim.ema.use), ema_device=cfg.optim.ema.get('device'),
         fsdp_param_bytes=DTYPE_BYTES[str(cfg.fsdp.param_dtype)],
         fsdp_reduce_bytes=DTYPE_BYTES[str(cfg.fsdp.reduce_dtype)],
-        largest_unit=max(units + [sum(p.numel() for p in lm.parameters()) - in_layers]),
+        largest_unit=max(units + [params - in_layers]),
         rr_weight=float(cfg.rr.weight) if cfg.get('rr') else 0.0,
         rr_gather=bool(cfg.rr.gather) if cfg.get('rr') else False)
 
@@ -529,6 +533,15 @@ def _with_batch(setup: Setup, batch: int) -> Setup:
     return setup.changed(f"{setup.batch_key}={batch * setup.gpus}", batch=batch, loaded=batch)
 
 
+def _lean(option: Setup) -> Setup:
+    """`option` with EMA on the CPU and activation checkpointing, each when not so already."""
+    if option.ema_gpu:
+        option = option.changed('optim.ema.device=cpu', ema_gpu=False)
+    if not option.checkpointing:
+        option = option.changed('transformer_lm.checkpointing=torch', checkpointing=True)
+    return option
+
+
 def suggestions(facts: Facts, setup: Setup, gpu_memory: float,
                 profile_for: tp.Callable[[str], ActivationProfile]) -> tp.List[Setup]:
     """Setups that fit, cheapest change first: EMA on CPU, checkpointing, both; else the largest per-GPU batch
@@ -544,12 +557,12 @@ def suggestions(facts: Facts, setup: Setup, gpu_memory: float,
     if not base.checkpointing:
         options += [option.changed('transformer_lm.checkpointing=torch', checkpointing=True)
                     for option in list(options)]
+    leanest = _lean(base)  # = options[-1]
 
     def fits(option: Setup) -> bool:
         return not start_problems(option, facts) and estimate(facts, option, profile_for(option.mode))['peak'] <= usable
 
     found = [option for option in options if option.overrides and fits(option)][:1]
-    leanest = options[-1]
     if not found and leanest.batch > 1:
         smaller = [b for b in range(leanest.batch - 1, 0, -1) if fits(_with_batch(leanest, b))]
         if smaller:
@@ -568,12 +581,7 @@ def suggestions(facts: Facts, setup: Setup, gpu_memory: float,
         if not option.fsdp:
             option = option.changed('fsdp.use=true', 'autocast=false', 'fsdp.param_dtype=bfloat16', fsdp=True,
                                     mode='params-bfloat16')
-        lean = option
-        if lean.ema_gpu:
-            lean = lean.changed('optim.ema.device=cpu', ema_gpu=False)
-        if not lean.checkpointing:
-            lean = lean.changed('transformer_lm.checkpointing=torch', checkpointing=True)
-        fitting = [candidate for candidate in (option, lean) if fits(candidate)]
+        fitting = [candidate for candidate in (option, _lean(option)) if fits(candidate)]
         if fitting:
             found.append(fitting[0])
             break

@@ -11,6 +11,7 @@ import typing as tp
 
 import omegaconf
 
+from .assets import STATE_FILE
 from .regularization import POOLING_MODES
 
 APPLY_ON = ('cfg', 'all')
@@ -20,7 +21,7 @@ APPLY_ON = ('cfg', 'all')
 DADAPT_MIN_LR = 0.1
 # What the fine-tuning recipes' `finetune.source` folder must hold: the layout of a released model on the hub.
 PRETRAINED_LM_FILE = 'state_dict.bin'
-PRETRAINED_COMPRESSION_FILE = 'compression_state_dict.bin'
+PRETRAINED_COMPRESSION_FILE = STATE_FILE
 
 
 class ConfigError(ValueError):
@@ -52,6 +53,11 @@ def split_batches_over_ranks(cfg: omegaconf.DictConfig, world_size: int) -> tp.L
     return uneven
 
 
+def loaded_batch_size(cfg: omegaconf.DictConfig) -> int:
+    """Items the train loader yields per step: `dataset.train.batch_size`, else `dataset.batch_size`."""
+    return (cfg.dataset.get('train') or {}).get('batch_size', None) or cfg.dataset.batch_size
+
+
 def lm_batch_size(cfg: omegaconf.DictConfig) -> tp.Tuple[int, tp.Optional[str]]:
     """Samples per step the LM receives on one rank, and how that follows from the data settings.
 
@@ -64,25 +70,12 @@ def lm_batch_size(cfg: omegaconf.DictConfig) -> tp.Tuple[int, tp.Optional[str]]:
         tuple: the LM's per-rank batch, and None or a phrase saying how mixing reduced it.
     """
     train = cfg.dataset.get('train') or {}
-    loaded = train.get('batch_size', None) or cfg.dataset.batch_size
+    loaded = loaded_batch_size(cfg)
     aug_p, mix_p = train.get('aug_p', 0) or 0, train.get('mix_p', 0) or 0
     if aug_p > 0 and mix_p > 0:
         kept = int(mix_p * loaded)
         return kept, f"dataset.train.mix_p={mix_p} of {loaded} loaded per rank (AudioGen mixing, aug_p={aug_p})"
     return loaded, None
-
-
-def finetune_compression_reference(source: str, hub_reference: str) -> str:
-    """`compression_model_checkpoint` of a fine-tune from `source` (config resolver `${rr_finetune_codec:SRC,HUB}`).
-
-    A local folder (an absolute path, the hub layout) gives its own `compression_state_dict.bin` through stock's
-    `//pretrained/` prefix (`CompressionModel.get_pretrained` of an existing path); a hub name gives `hub_reference`,
-    the compression model the released LM was trained on.
-    """
-    source = str(source)
-    if os.path.isabs(source):
-        return f"//pretrained/{os.path.join(source, PRETRAINED_COMPRESSION_FILE)}"
-    return str(hub_reference)
 
 
 def optimizer_problems(cfg: omegaconf.DictConfig) -> tp.List[str]:
@@ -313,9 +306,7 @@ def checkpoint_mismatch_problem(source: str, loaded: tp.Mapping[str, tp.Sequence
     lines = [f"continue_from={source} does not fit the model this config builds; stock AudioCraft does not read the "
              "checkpoint's config, so set these keys to the checkpoint's values:"]
     for key, entries in by_key.items():
-        setting = cfg
-        for part in key.split('.'):
-            setting = setting.get(part) if isinstance(setting, omegaconf.DictConfig) else None
+        setting = omegaconf.OmegaConf.select(cfg, key, default=None)
         if isinstance(setting, omegaconf.ListConfig):
             setting = list(setting)
         shown = f"{key}={setting}" if setting is not None and not isinstance(setting, omegaconf.DictConfig) else key

@@ -4,17 +4,16 @@ A tiny LM XP (conftest's LUT AudioGen, which stock AudioCraft can rebuild) is ex
 `python -m rr_audiocraft.export` into the hub layout (`state_dict.bin` + `compression_state_dict.bin`), and fine-tuned
 from that folder with `continue_from=//pretrained//abs/DIR`, as a released model is offline (docs/finetune.md).
 """
-import random
 import subprocess
 import sys
 import typing as tp
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from conftest import REPO_ROOT, datasource_overrides, run_dora, run_xp, xp_dir
+from test_solver import build_solver
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -23,19 +22,6 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 def compose(overrides: tp.List[str]):
     from rr_audiocraft.train import main
     return main.get_xp(overrides).cfg
-
-
-def build_solver(overrides: tp.List[str], solver_name: tp.Optional[str] = None):
-    """The solver `dora run` would build (seeded as train.py seeds); `solver_name` swaps in a stock solver."""
-    from rr_audiocraft.train import get_solver, main
-    xp = main.get_xp(overrides)
-    if solver_name is not None:
-        xp.cfg.solver = solver_name
-    random.seed(xp.cfg.seed)
-    np.random.seed(xp.cfg.seed)
-    torch.manual_seed(xp.cfg.seed)
-    with xp.enter():
-        return get_solver(xp.cfg)
 
 
 def first_epoch(solver) -> dict:

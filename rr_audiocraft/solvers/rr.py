@@ -207,12 +207,13 @@ class RRSolverMixin:
         """
         continue_from = self.cfg.continue_from  # type: ignore
         own_checkpoint = self.checkpoint_path(use_fsdp=False)  # type: ignore  # what stock tests first
-        if continue_from and own_checkpoint.exists():
+        resumes = own_checkpoint.exists()
+        if continue_from and resumes:
             self.logger.info(  # type: ignore
                 "continue_from=%s is ignored: this XP resumes from its own checkpoint %s (so a preempted or requeued "
                 "run goes on where it stopped); to start again from continue_from, run `dora run --clear` or change a "
                 "setting so the XP gets a new signature", continue_from, own_checkpoint)
-        self._checked_source = None if own_checkpoint.exists() else continue_from
+        self._checked_source = None if resumes else continue_from
         return super().load_checkpoints(load_best, list(ignore_state_keys))  # type: ignore
 
     def load_from_pretrained(self, name: str) -> dict:
