@@ -12,6 +12,7 @@ can check a file before anything heavy loads.
 """
 import hashlib
 import json
+import os
 import typing as tp
 from pathlib import Path
 
@@ -131,3 +132,16 @@ def verify_compression_reference(reference: tp.Any) -> None:
     folder = path if path.is_dir() else path.parent
     if (folder / MANIFEST_FILE).is_file() or folder.resolve().parent == ASSETS_DIR.resolve():
         verify_asset(folder)
+
+
+def finetune_compression_reference(source: str, hub_reference: str) -> str:
+    """`compression_model_checkpoint` of a fine-tune from `source` (config resolver `${rr_finetune_codec:SRC,HUB}`).
+
+    A local folder (an absolute path, the hub layout) gives its own `compression_state_dict.bin` through stock's
+    `//pretrained/` prefix (`CompressionModel.get_pretrained` of an existing path); a hub name gives `hub_reference`,
+    the compression model the released LM was trained on.
+    """
+    source = str(source)
+    if os.path.isabs(source):
+        return f"{PRETRAINED_PREFIX}{os.path.join(source, STATE_FILE)}"
+    return str(hub_reference)

@@ -17,12 +17,10 @@ import os
 import typing as tp
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from . import REPO_ROOT
-from .assets import asset_reference
-from .settings import finetune_compression_reference
+from .assets import asset_reference, finetune_compression_reference
 
 DORA_DIR_VARIABLE = 'AUDIOCRAFT_DORA_DIR'
 DEFAULT_DORA_DIR = REPO_ROOT / 'outputs'  # XPs live in the checkout unless told otherwise
@@ -38,6 +36,7 @@ def _drop_xformers_cpu_warning(record: logging.LogRecord) -> bool:
     mislead; with a GPU it is kept."""
     if not str(record.msg).startswith('WARNING[XFORMERS]'):
         return True
+    import torch  # already imported: xformers imports it before it logs
     return torch.cuda.is_available()
 
 

@@ -86,9 +86,9 @@ def xp_finished(main: tp.Any, xp: tp.Any) -> bool:
 
 def xp_state(main: tp.Any, sheep: tp.Any) -> str:
     """done (all epochs in history), fail (last local run failed), part (some epochs), todo."""
-    if xp_finished(main, sheep.xp):
-        return 'done'
     done = epochs_done(main, sheep)
+    if done >= sheep.xp.cfg.optim.epochs:
+        return 'done'
     if (sheep.xp.folder / FAILED_MARK).exists():
         return 'fail'
     return 'part' if done else 'todo'
@@ -241,7 +241,7 @@ def _run_todo(main: tp.Any, todo: tp.Sequence[tp.Any], jobs: int, verbose: bool,
         start = time.time()
         returncode = run_xp(main, sheep, verbose=verbose, threads=threads, running=running)
         elapsed = time.time() - start
-        if returncode == 0 and epochs_done(main, sheep) >= total:
+        if returncode == 0 and xp_finished(main, sheep.xp):
             print(f"grid_local: [{position}/{len(todo)}] {sig} done in {elapsed:.0f} s", flush=True)
             return
         failed.append(sig)

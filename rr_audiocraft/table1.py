@@ -10,7 +10,7 @@ import typing as tp
 from .regularization import POOLING_MODES
 
 NO_RR = '–'  # how tables, labels and results.json write "no RR"
-NO_RR_INPUTS = ('none', NO_RR)  # what `Row.parse` reads as no RR
+NO_RR_INPUTS = ('none', '-', NO_RR)  # what `Row.parse` reads as no RR (ASCII '-' too, as --rows always took)
 
 
 @dataclasses.dataclass(frozen=True)

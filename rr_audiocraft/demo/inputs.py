@@ -1,9 +1,8 @@
 """The demo's inputs, each checked before anything is trained: the codec, the benchmark and its judge."""
-import json
 import typing as tp
 from pathlib import Path
 
-from ..assets import STATE_FILE, compression_reference, verify_asset
+from ..assets import STATE_FILE, compression_reference, read_manifest, verify_asset
 from ..data.synth import check_benchmark, generate_dataset
 from ..metrics.codec import round_trip_fn
 from ..metrics.judge import Judge
@@ -28,7 +27,7 @@ def codec_stage(codec_dir: Path) -> tp.Tuple[tp.Any, str]:
     """The codec every LM trains on (the shipped one by default), checked against its sha256 and loaded
     by the name the LMs train on, as `RRAudioGen.get_pretrained` loads it back for their XPs."""
     verify_asset(codec_dir)  # any folder, asset.json required: the demo's numbers name the codec by its sha256
-    sha = json.loads((codec_dir / 'asset.json').read_text())['sha256']
+    sha = read_manifest(codec_dir)['sha256']
     model = load_compression_model(compression_reference(codec_dir), device='cpu').eval()
     log('codec', f"{codec_dir / STATE_FILE}: sha256 {sha[:16]}... ok; {model.sample_rate} Hz, "
                  f"{model.num_codebooks} x {model.cardinality} codes at {model.frame_rate:g} Hz")

@@ -20,10 +20,15 @@ JUDGE_METRICS = ('source_f1', 'count_acc', 'count_slope', 'order_acc')  # per-cl
 XP_SCALARS = ('kl', 'fd', 'valid_ce', 'valid_rr', 'valid_rr_corr')  # one value per XP: no per-clip outcomes
 
 
+def finite(values: tp.Iterable[tp.Optional[float]]) -> tp.List[float]:
+    """The values that were measured: neither None nor NaN."""
+    return [v for v in values if v is not None and not math.isnan(v)]
+
+
 def mean_ci(values: tp.List[float]) -> tp.Dict[str, tp.Any]:
     """Mean over seeds and its 95 % Student-t interval ([NaN, NaN] for one value): for the per-XP
     scalars (valid ce, KL, FD) that have no per-clip outcomes to resample."""
-    values_arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    values_arr = np.asarray(finite(values), dtype=float)
     if len(values_arr) == 0:
         return {'mean': float('nan'), 'ci95': [float('nan'), float('nan')]}
     mean = float(values_arr.mean())
@@ -131,8 +136,7 @@ def combine_results(folders: tp.Sequence[Path]) -> tp.Dict[str, tp.Any]:
                         for name in runs[0]['metrics']['clip_outcomes']}
             metrics: tp.Dict[str, tp.Any] = {'clip_outcomes': outcomes}
             for name in XP_SCALARS:
-                values = [run['metrics'].get(name) for run in runs]
-                values = [v for v in values if v is not None and not math.isnan(v)]
+                values = finite([run['metrics'].get(name) for run in runs])
                 metrics[name] = float(np.mean(values)) if values else None
             merged.append({'row': list(row), 'seed': seed, 'sigs': [run['sig'] for run in runs], 'metrics': metrics})
     all_rows = {row for runs in keyed for row, _ in runs}

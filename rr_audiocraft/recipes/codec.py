@@ -40,8 +40,8 @@ import torch
 from audiocraft.utils.export import export_encodec
 
 from .. import REPO_ROOT
-from ..assets import (CODEC_ASSET, MANIFEST_FILE, STATE_FILE, AssetError, asset_dir, sha256_of, verify_asset,
-                      write_manifest)
+from ..assets import (CODEC_ASSET, MANIFEST_FILE, STATE_FILE, AssetError, asset_dir, sha256_of, read_manifest,
+                      verify_asset, write_manifest)
 from ..checkpoint import allow_audiocraft_checkpoints
 from ..data.excerpts import write_excerpts
 from ..data.synth import BENCHMARK_VERSION, BenchmarkError, check_benchmark, generate_dataset, load_clips
@@ -205,8 +205,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         corpus_stage(data_dir)
         xps = train_stage(data_dir, args.overrides)
         export_stage(xps)
-        manifest_path = asset_dir() / MANIFEST_FILE
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_manifest(asset_dir())  # export_stage has just written it
         manifest['test_report'] = report_stage(load_asset(), REPO_ROOT / 'data' / 'synth')
         write_manifest(asset_dir(), manifest)
     except (AssetError, BenchmarkError) as error:
